@@ -1,0 +1,78 @@
+"""`lead <stage> ...`: every stage of the pipeline from a shell or a container.
+
+Each stage module exports a `Config` dataclass and `run(config) -> dict`; its flags are built from
+the dataclass (see lead_core.config). Modules are imported only when their stage is called, so
+`lead evaluate` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from lead_core import __version__
+from lead_core.config import ConfigError, add_arguments, from_args
+from lead_core.data.schema import SchemaError
+
+# stage name -> (module, one-line description)
+STAGES: dict[str, tuple[str, str]] = {
+    "ingest": ("lead_core.data.ingest", "read an MS MARCO or BEIR dataset into corpus/queries/qrels Parquet"),
+    "bm25": ("lead_core.bm25", "BM25 top-k run and BM25 or random negatives as training groups"),
+    "train": ("lead_core.train", "train a model: phase-1 DE, teacher/student warm-up, or distillation"),
+    "encode": ("lead_core.encode", "encode a corpus or queries with a dual encoder into embeddings"),
+    "index": ("lead_core.index", "build a faiss inner-product index over embeddings"),
+    "search": ("lead_core.search", "exact top-k search of query embeddings against an index"),
+    "mine": ("lead_core.mine", "mine hard negatives from a run into training groups"),
+    "rerank": ("lead_core.rerank", "re-score a run's top-k with a ColBERT or cross-encoder model"),
+    "evaluate": ("lead_core.evaluate", "TREC measures of a run against qrels; paired t-test vs a baseline"),
+    "report": ("lead_core.report", "a table and plots over the metrics of many runs"),
+}
+
+
+def _load_stage(name: str):
+    module = importlib.import_module(STAGES[name][0])
+    return module.Config, module.run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lead", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lead_core {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for name, (_, description) in STAGES.items():
+        sub.add_parser(name, help=description, description=description, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the stage name first; build that stage's flags only (imports only its module).
+    head, rest = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if head.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if head.stage is None:
+        parser.print_help()
+        return 2
+    config_cls, run = _load_stage(head.stage)
+    stage_parser = argparse.ArgumentParser(prog=f"lead {head.stage}", description=STAGES[head.stage][1])
+    add_arguments(stage_parser, config_cls)
+    args = stage_parser.parse_args(rest)
+    try:
+        config = from_args(config_cls, args)
+        result = run(config)
+    except (ConfigError, SchemaError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"lead {head.stage}: error: {err}", file=sys.stderr)
+        return 1
+    if result and logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.debug("result: %s", json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

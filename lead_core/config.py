@@ -1,0 +1,164 @@
+"""Typed stage configs: one dataclass per stage, read from a JSON/YAML file, flags, or both.
+
+Every stage module exports `Config` (a dataclass) and `run(config) -> dict`. The CLI builds its
+flags from the dataclass fields (name `foo_bar` -> `--foo-bar`), so the flags, the config file
+and the KFP component all speak the same field names. A field's help text is its
+`metadata={"help": ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or flag has a wrong name or value."""
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert a value from a config file to the field's type, or raise ConfigError."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config field {name!r} may not be null")
+    origin = get_origin(tp)
+    try:
+        if origin is Literal:
+            if value not in get_args(tp):
+                raise ConfigError(f"config field {name!r} must be one of {list(get_args(tp))}, got {value!r}")
+            return value
+        if origin in (list, tuple):
+            (item,) = get_args(tp)[:1]
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            return [_coerce(name, item, v) for v in value]
+        if origin is dict or tp is dict:
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ConfigError(f"config field {name!r} must be a mapping, got {value!r}")
+            return value
+        if tp is bool:
+            return value if isinstance(value, bool) else _parse_bool(str(value))
+        if tp in (int, float, str):
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"config field {name!r} must be an integer, got {value!r}")
+            return tp(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"config field {name!r}: cannot read {value!r} as {tp}: {err}") from err
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
+    """Build `cls` from a mapping, rejecting unknown fields and converting types."""
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(names)}")
+    kwargs = {k: _coerce(k, hints[k], v) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        raise ConfigError(f"{where}: missing required field(s) {missing}") from err
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (for artifact metadata and MLflow params)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a dict."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of field names to values")
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add `--config FILE` and one flag per dataclass field to `parser`."""
+    parser.add_argument("--config", help="JSON or YAML file of config fields; flags override it")
+    hints = _field_types(cls)
+    for field in dataclasses.fields(cls):
+        tp, _ = _unwrap_optional(hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        help_text = field.metadata.get("help", "")
+        if not required:
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            help_text = f"{help_text} (default: {default})".strip()
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": help_text}
+        origin = get_origin(tp)
+        if origin is Literal:
+            kwargs["choices"] = list(get_args(tp))
+        elif tp is bool:
+            kwargs["type"] = _parse_bool
+            kwargs["nargs"] = "?"
+            kwargs["const"] = True
+            kwargs["metavar"] = "BOOL"
+        elif origin in (list, tuple):
+            kwargs["metavar"] = "A,B,..."
+        elif tp in (int, float):
+            kwargs["type"] = tp
+        parser.add_argument(flag, **kwargs)
+
+
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Merge `--config FILE` with the flags given on the command line (flags win)."""
+    values: dict[str, Any] = load_file(args.config) if getattr(args, "config", None) else {}
+    for field in dataclasses.fields(cls):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            values[field.name] = value
+    return from_dict(cls, values, where=args.config or "command line")
