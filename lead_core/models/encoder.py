@@ -1,0 +1,147 @@
+"""Backbone plumbing shared by every architecture: loading, the block list, selected-layer capture.
+
+Only the transformer blocks whose outputs are asked for are captured (forward hooks on the
+encoder's block list), so a forward that needs 3 of 12 layers never holds all 12 layers' token
+states the way `output_hidden_states=True` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import transformers
+from torch import Tensor, nn
+
+# Where common encoder families keep their list of transformer blocks.
+_BLOCK_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer")
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be loaded or used (missing folder or weights, unknown layout)."""
+
+
+def encoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of transformer blocks (BERT/MPNet: encoder.layer, DistilBERT: transformer.layer)."""
+    for dotted in _BLOCK_PATHS:
+        module = model
+        for name in dotted.split("."):
+            module = getattr(module, name, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return module
+    raise BackboneError(
+        f"{type(model).__name__}: cannot find the transformer block list (looked for "
+        f"{', '.join(_BLOCK_PATHS)}); per-layer scores need one"
+    )
+
+
+def load_backbone(name_or_path: str, eager_attention: bool = False) -> nn.Module:
+    """AutoModel from a hub id or local folder; "sdpa" attention, or "eager" when maps are needed."""
+    folder = Path(name_or_path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise BackboneError(f"{folder}: backbone must be a model folder, not a file")
+        if not (folder / "config.json").is_file():
+            raise BackboneError(f"{folder}: not a Hugging Face model folder (no config.json)")
+        weights = list(folder.glob("*.safetensors")) + list(folder.glob("pytorch_model*.bin"))
+        if not weights:
+            raise BackboneError(f"{folder}: no model weights (*.safetensors or pytorch_model.bin)")
+    if not eager_attention:
+        try:
+            return _from_pretrained(name_or_path, "sdpa")
+        except ValueError as error:  # a family without SDPA support (MPNet): eager instead
+            if "attention implementation" not in str(error):
+                raise
+    return _from_pretrained(name_or_path, "eager")
+
+
+def _from_pretrained(name_or_path: str, attn_implementation: str) -> nn.Module:
+    config = transformers.AutoConfig.from_pretrained(name_or_path)
+    model_cls = transformers.AutoModel._model_mapping[type(config)]
+    kwargs = {"attn_implementation": attn_implementation}
+    if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+        kwargs["add_pooling_layer"] = False  # the pooler is unused: scores come from block outputs
+    return model_cls.from_pretrained(name_or_path, **kwargs)
+
+
+def load_tokenizer(name_or_path: str):
+    return transformers.AutoTokenizer.from_pretrained(name_or_path)
+
+
+@contextmanager
+def capture_blocks(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+    """Record the hidden-state output of the blocks at `indices` (0-based) during a forward.
+
+    Yields a dict block index -> [B, L, H] that fills while the backbone runs; hooks are removed
+    on exit. Attention maps are captured too when the block returns them (eager attention with
+    output_attentions): stored under the key -(index + 1).
+    """
+    blocks = encoder_blocks(model)
+    captured: dict[int, Tensor] = {}
+    handles = []
+
+    def hook_for(index: int):
+        def hook(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[index] = hidden
+            if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], Tensor):
+                captured[-(index + 1)] = output[1]
+
+        return hook
+
+    for index in sorted(set(indices)):
+        handles.append(blocks[index].register_forward_hook(hook_for(index)))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_blocks(
+    model: nn.Module,
+    inputs: dict[str, Tensor],
+    block_indices: Sequence[int],
+    output_attentions: bool = False,
+) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
+    """Run the backbone; return ({block: [B, L, H]}, {block: [B, heads, L, L]} when asked).
+
+    Stops early is not possible with HF models, but only the selected outputs are kept alive
+    beyond the forward (the rest are freed, or saved by autograd only as needed for backward).
+    """
+    with capture_blocks(model, block_indices) as captured:
+        outputs = model(**inputs, output_attentions=output_attentions, return_dict=True)
+    hidden = {i: captured[i] for i in block_indices}
+    attentions: dict[int, Tensor] = {}
+    if output_attentions:
+        maps = getattr(outputs, "attentions", None)
+        for i in block_indices:
+            if maps is not None and maps[i] is not None:
+                attentions[i] = maps[i]
+            elif -(i + 1) in captured:
+                attentions[i] = captured[-(i + 1)]
+            else:
+                raise BackboneError(f"{type(model).__name__} returned no attention maps")
+    return hidden, attentions
+
+
+def model_inputs(model: nn.Module, batch: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors named `<prefix>_input_ids`, `<prefix>_attention_mask`, ... as backbone kwargs."""
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    inputs = {n: batch[f"{prefix}_{n}"] for n in names if f"{prefix}_{n}" in batch}
+    if "token_type_ids" in inputs and "token_type_ids" not in _forward_args(model):
+        del inputs["token_type_ids"]
+    return inputs
+
+
+def _forward_args(model: nn.Module) -> set[str]:
+    return set(inspect.signature(model.forward).parameters)
+
+
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
