@@ -92,7 +92,12 @@ EMBEDDINGS = ArtifactSchema(
     nonempty=("id",),
 )
 
-SCHEMAS: dict[str, ArtifactSchema] = {s.name: s for s in (CORPUS, QUERIES, QRELS, GROUPS, RUN, EMBEDDINGS)}
+# The row ids of a faiss index, in index order (row i of the index is ids[i]).
+IDS = ArtifactSchema("ids", pa.schema([("id", pa.string())]), unique=("id",), nonempty=("id",))
+
+SCHEMAS: dict[str, ArtifactSchema] = {
+    s.name: s for s in (CORPUS, QUERIES, QRELS, GROUPS, RUN, EMBEDDINGS, IDS)
+}
 
 
 def embeddings_schema(dim: int, dtype: pa.DataType = pa.float32()) -> pa.Schema:
