@@ -40,8 +40,12 @@ def encoder_blocks(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def load_backbone(name_or_path: str, eager_attention: bool = False) -> nn.Module:
-    """AutoModel from a hub id or local folder; "sdpa" attention, or "eager" when maps are needed."""
+def load_backbone(name_or_path: str, pretrained: bool = True) -> nn.Module:
+    """AutoModel from a hub id or local folder, with SDPA attention where the family has it.
+
+    `pretrained=False` builds the architecture from the folder's config.json only (random init),
+    for `load_model`, which then loads the weights strictly itself.
+    """
     folder = Path(name_or_path)
     if folder.exists():
         if not folder.is_dir():
@@ -49,24 +53,25 @@ def load_backbone(name_or_path: str, eager_attention: bool = False) -> nn.Module
         if not (folder / "config.json").is_file():
             raise BackboneError(f"{folder}: not a Hugging Face model folder (no config.json)")
         weights = list(folder.glob("*.safetensors")) + list(folder.glob("pytorch_model*.bin"))
-        if not weights:
+        if pretrained and not weights:
             raise BackboneError(f"{folder}: no model weights (*.safetensors or pytorch_model.bin)")
-    if not eager_attention:
-        try:
-            return _from_pretrained(name_or_path, "sdpa")
-        except ValueError as error:  # a family without SDPA support (MPNet): eager instead
-            if "attention implementation" not in str(error):
-                raise
-    return _from_pretrained(name_or_path, "eager")
+    try:
+        return _instantiate(name_or_path, "sdpa", pretrained)
+    except ValueError as error:  # a family without SDPA support (MPNet): eager instead
+        if "attention implementation" not in str(error):
+            raise
+    return _instantiate(name_or_path, "eager", pretrained)
 
 
-def _from_pretrained(name_or_path: str, attn_implementation: str) -> nn.Module:
+def _instantiate(name_or_path: str, attn_implementation: str, pretrained: bool) -> nn.Module:
     config = transformers.AutoConfig.from_pretrained(name_or_path)
     model_cls = transformers.AutoModel._model_mapping[type(config)]
     kwargs = {"attn_implementation": attn_implementation}
     if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
         kwargs["add_pooling_layer"] = False  # the pooler is unused: scores come from block outputs
-    return model_cls.from_pretrained(name_or_path, **kwargs)
+    if pretrained:
+        return model_cls.from_pretrained(name_or_path, **kwargs)
+    return model_cls._from_config(config, **kwargs)
 
 
 def load_tokenizer(name_or_path: str):
@@ -78,29 +83,43 @@ def capture_blocks(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[in
     """Record the hidden-state output of the blocks at `indices` (0-based) during a forward.
 
     Yields a dict block index -> [B, L, H] that fills while the backbone runs; hooks are removed
-    on exit. Attention maps are captured too when the block returns them (eager attention with
-    output_attentions): stored under the key -(index + 1).
+    on exit. Nothing else is kept: unselected blocks' outputs are freed as usual (or held by
+    autograd only as far as backward needs them).
     """
     blocks = encoder_blocks(model)
     captured: dict[int, Tensor] = {}
-    handles = []
 
     def hook_for(index: int):
         def hook(_module, _inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            captured[index] = hidden
-            if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], Tensor):
-                captured[-(index + 1)] = output[1]
+            captured[index] = output[0] if isinstance(output, tuple) else output
 
         return hook
 
-    for index in sorted(set(indices)):
-        handles.append(blocks[index].register_forward_hook(hook_for(index)))
+    handles = [blocks[i].register_forward_hook(hook_for(i)) for i in sorted(set(indices))]
     try:
         yield captured
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def eager_attention(model: nn.Module, needed: bool) -> Iterator[None]:
+    """Switch the backbone to eager attention while attention maps are needed (SDPA returns none)."""
+    current = getattr(model.config, "_attn_implementation", None)
+    if not needed or current in (None, "eager"):
+        yield
+        return
+    if not hasattr(model, "set_attn_implementation"):
+        raise BackboneError(
+            f"{type(model).__name__}: attention maps need eager attention, and this transformers "
+            "version cannot switch a loaded model; load the backbone with eager attention"
+        )
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
 
 
 def run_blocks(
@@ -111,22 +130,19 @@ def run_blocks(
 ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
     """Run the backbone; return ({block: [B, L, H]}, {block: [B, heads, L, L]} when asked).
 
-    Stops early is not possible with HF models, but only the selected outputs are kept alive
-    beyond the forward (the rest are freed, or saved by autograd only as needed for backward).
+    Hidden states come from hooks on the selected blocks only. Attention maps (FD baseline only)
+    come from the backbone's own `output_attentions`, which yields every block's map; only the
+    selected ones are kept.
     """
-    with capture_blocks(model, block_indices) as captured:
+    with eager_attention(model, output_attentions), capture_blocks(model, block_indices) as captured:
         outputs = model(**inputs, output_attentions=output_attentions, return_dict=True)
     hidden = {i: captured[i] for i in block_indices}
     attentions: dict[int, Tensor] = {}
     if output_attentions:
         maps = getattr(outputs, "attentions", None)
-        for i in block_indices:
-            if maps is not None and maps[i] is not None:
-                attentions[i] = maps[i]
-            elif -(i + 1) in captured:
-                attentions[i] = captured[-(i + 1)]
-            else:
-                raise BackboneError(f"{type(model).__name__} returned no attention maps")
+        if maps is None or any(maps[i] is None for i in block_indices):
+            raise BackboneError(f"{type(model).__name__} returned no attention maps")
+        attentions = {i: maps[i] for i in block_indices}
     return hidden, attentions
 
 
