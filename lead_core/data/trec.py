@@ -28,7 +28,17 @@ def read_qrels(path: str | Path) -> pa.Table:
         raise FileNotFoundError(f"{path}: no such qrels file")
     if _is_parquet(path):
         return read_table(path, QRELS)
-    qids, dids, rels = [], [], []
+    return validate_table(read_qrels_text(path), QRELS, where=str(path))
+
+
+def read_qrels_text(path: str | Path) -> pa.Table:
+    """A TREC/MS MARCO qrels text file as a table with the QRELS columns plus `line` (1-based).
+
+    The `line` column lets callers name the line of a qrel that fails a later check (an unknown
+    query or document). Raises SchemaError naming the file and line of a malformed line.
+    """
+    path = Path(path)
+    qids, dids, rels, lines = [], [], [], []
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -45,10 +55,17 @@ def read_qrels(path: str | Path) -> pa.Table:
             qids.append(parts[0])
             dids.append(parts[2])
             rels.append(rel)
+            lines.append(lineno)
     if not qids:
         raise SchemaError(f"{path}: no qrels in file")
-    table = pa.table({"query_id": qids, "doc_id": dids, "relevance": pa.array(rels, pa.int32())})
-    return validate_table(table, QRELS, where=str(path))
+    return pa.table(
+        {
+            "query_id": qids,
+            "doc_id": dids,
+            "relevance": pa.array(rels, pa.int32()),
+            "line": pa.array(lines, pa.int64()),
+        }
+    )
 
 
 def read_run(path: str | Path) -> pa.Table:
