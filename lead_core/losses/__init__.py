@@ -4,6 +4,12 @@ One method per module; the softmax/KL math they share lives in `_kl`.
 """
 
 from lead_core.losses.contrastive import ContrastiveLoss, contrastive_loss
+from lead_core.losses.feature import (
+    FeatureDistillationLoss,
+    TokenizerMismatchError,
+    check_same_tokenizer,
+    feature_distillation_loss,
+)
 from lead_core.losses.lead import LeadLoss, lead_loss, teacher_layer_weights
 from lead_core.losses.response import ResponseDistillationLoss, response_distillation_loss
 from lead_core.losses.selection import STRATEGIES, select_layers
@@ -11,9 +17,13 @@ from lead_core.losses.selection import STRATEGIES, select_layers
 __all__ = [
     "STRATEGIES",
     "ContrastiveLoss",
+    "FeatureDistillationLoss",
     "LeadLoss",
     "ResponseDistillationLoss",
+    "TokenizerMismatchError",
+    "check_same_tokenizer",
     "contrastive_loss",
+    "feature_distillation_loss",
     "lead_loss",
     "response_distillation_loss",
     "select_layers",
