@@ -107,7 +107,7 @@ def load_model(path: str | Path) -> EncoderModel:
     wrong_shape = [k for k, v in state.items() if v.shape != expected[k].shape]
     if wrong_shape:
         details = ", ".join(
-            f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong_shape[:5]
+            f"{_file_key(k)} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong_shape[:5]
         )
         raise ModelLoadError(f"{path}: weights of the wrong shape: {details}")
     model.load_state_dict(state, strict=True)
@@ -121,8 +121,15 @@ def _read(file: Path):
         raise ModelLoadError(f"{file}: unreadable safetensors file ({error})") from None
 
 
+def _file_key(key: str) -> str:
+    """backbone.x -> model.safetensors:x, other keys -> lead_head.safetensors:key."""
+    if key.startswith("backbone."):
+        return f"{BACKBONE_WEIGHTS}:{key.removeprefix('backbone.')}"
+    return f"{EXTRA_WEIGHTS}:{key}"
+
+
 def _preview(keys: list[str], limit: int = 8) -> str:
     if not keys:
         return "none"
-    shown = ", ".join(keys[:limit])
+    shown = ", ".join(_file_key(k) for k in keys[:limit])
     return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
