@@ -6,23 +6,140 @@ Usage in a stage:
         tracker.log_metrics({"loss/total": 1.2}, step=10)
         tracker.log_artifact(path)
 
-The tracking URI comes from MLFLOW_TRACKING_URI. A parent pipeline run is named by
-LEAD_PARENT_RUN_ID (an MLflow run id); stage runs are nested under it.
+and around a whole local pipeline (its stages, in child processes, nest under it):
+
+    with pipeline_run("lead_msmarco", {"profile": "cpu"}) as parent:
+        ...  # every stage_run started meanwhile (here or in a subprocess) is its child
+
+- The tracking URI comes from MLFLOW_TRACKING_URI; local runs point it at
+  `local_default_uri(workdir)` (an sqlite file). Without it nothing here imports mlflow.
+- The experiment comes from MLFLOW_EXPERIMENT_NAME (default "lead"); a stage nested under a parent
+  run (LEAD_PARENT_RUN_ID) goes into the parent's experiment, where the MLflow UI can nest it.
+- Tracking never stops the work it records: if the server cannot be reached (at the start or
+  mid-run) the tracker prints one warning and turns itself into a no-op. mlflow's HTTP retries
+  (7 retries with exponential backoff by default, minutes against a dead server) are shortened
+  while a run is open unless the user set them.
+- A stage that raises marks its run FAILED (KeyboardInterrupt: KILLED), then re-raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import json
+import logging
 import os
+import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from lead_core import __version__
+
+logger = logging.getLogger(__name__)
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+PARENT_RUN_ENV = "LEAD_PARENT_RUN_ID"
+DEFAULT_EXPERIMENT = "lead"
+
+# mlflow's limits (mlflow.utils.validation), copied so that the no-op path never imports mlflow.
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_KEY_LENGTH = 250
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+
+# While a run is open: a dead server costs ~2 s per call (2 retries, 1 s backoff) instead of
+# minutes; a hung one at most 3 x 30 s once, after which the tracker is disabled.
+FAST_FAIL_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+_INVALID_NAME_CHARS = re.compile(r"[^0-9A-Za-z_\-. /]")
+
+
+def tracking_uri() -> str | None:
+    """The MLflow tracking URI from the environment, or None (tracking off)."""
+    return os.environ.get(TRACKING_URI_ENV) or None
+
+
+def local_default_uri(workdir: str | Path) -> str:
+    """The sqlite store for local runs: "sqlite:///<absolute workdir>/mlflow.db"."""
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def sanitize_name(name: Any) -> str:
+    """A metric or param name MLflow accepts: alphanumerics, `_ - . space /`, no empty, `.` or
+    `..` path segments, at most 250 characters. Other characters become "_"."""
+    cleaned = _INVALID_NAME_CHARS.sub("_", str(name))
+    parts = [part for part in cleaned.split("/") if part not in ("", ".", "..")]
+    return ("/".join(parts) or "_")[:MAX_KEY_LENGTH]
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+        text = json.dumps(items, default=str)
+    else:
+        text = str(value)
+    if len(text) > MAX_PARAM_VALUE_LENGTH:
+        marker = f"...[{len(text)} chars]"
+        text = text[: MAX_PARAM_VALUE_LENGTH - len(marker)] + marker
+    return text
+
+
+def flatten_params(config: Mapping[str, Any] | Any, prefix: str = "") -> dict[str, str]:
+    """A config (mapping or dataclass, nested) as MLflow params: keys joined by "." ("lead.k"),
+    values as strings cut to MLflow's 6000-character limit, lists as JSON."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, name))
+        else:
+            flat[sanitize_name(name)] = _param_value(value)
+    return flat
+
+
+def _redact(uri: str) -> str:
+    """The URI without a password, fit for a log line."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _one_line(err: BaseException, limit: int = 500) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _warn_unavailable(uri: str, err: BaseException) -> None:
+    reason = _one_line(err)
+    password = urlsplit(uri).password
+    if password:  # mlflow's errors quote the request URL, credentials included
+        reason = reason.replace(f":{password}@", ":***@")
+    logger.warning("MLflow tracking unavailable at %s: %s; continuing without tracking", _redact(uri), reason)
 
 
 class StageTracker:
-    """Logs to one MLflow run, or does nothing when `enabled` is False."""
+    """Logs to one MLflow run, or does nothing when `enabled` is False (this class: always)."""
 
     enabled = False
+    run_id: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -36,12 +153,276 @@ class StageTracker:
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
 
-def tracking_uri() -> str | None:
-    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+class MlflowTracker(StageTracker):
+    """One open MLflow run. Metrics are buffered and sent in batches (log_batch) at most every
+    `flush_interval_s` seconds, before an artifact upload, and when the run ends.
+
+    Every call catches its own errors: the first one prints a single warning and disables the
+    tracker for the rest of the run.
+    """
+
+    def __init__(self, client: Any, run_id: str, uri: str, flush_interval_s: float = 5.0) -> None:
+        self.enabled = True
+        self.run_id = run_id
+        self._client = client
+        self._uri = uri
+        self._flush_interval_s = flush_interval_s
+        self._pending: list[Any] = []  # mlflow.entities.Metric
+        self._last_flush = time.monotonic()
+        self._params: dict[str, str] = {}
+
+    def _disable(self, err: BaseException) -> None:
+        self.enabled = False
+        self._pending.clear()
+        _warn_unavailable(self._uri, err)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        flat = flatten_params(params)
+        new = {}
+        for key, value in flat.items():
+            if key not in self._params:
+                new[key] = value
+            elif self._params[key] != value:
+                # MLflow params are immutable: a changed value would fail the whole batch.
+                logger.warning(
+                    "MLflow param %r already logged as %r; not logging %r", key, self._params[key], value
+                )
+        if not new:
+            return
+        from mlflow.entities import Param
+
+        try:
+            items = list(new.items())
+            for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+                chunk = [Param(k, v) for k, v in items[start : start + MAX_PARAMS_PER_BATCH]]
+                self._client.log_batch(self.run_id, params=chunk)
+            self._params.update(new)
+        except Exception as err:
+            self._disable(err)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue metric values (names sanitised, values as float; non-numbers skipped)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        for name, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                logger.warning("MLflow metric %r is not a number (%r); skipped", name, value)
+                continue
+            self._pending.append(Metric(sanitize_name(name), number, timestamp, int(step or 0)))
+        if (
+            len(self._pending) >= MAX_METRICS_PER_BATCH
+            or time.monotonic() - self._last_flush >= self._flush_interval_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered metrics now."""
+        self._last_flush = time.monotonic()
+        if not self.enabled or not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            for start in range(0, len(pending), MAX_METRICS_PER_BATCH):
+                self._client.log_batch(self.run_id, metrics=pending[start : start + MAX_METRICS_PER_BATCH])
+        except Exception as err:
+            self._disable(err)
+
+    def _upload(self, local_path: str | Path, artifact_path: str | None, method: str) -> None:
+        if not self.enabled:
+            return
+        if not Path(local_path).exists():
+            logger.warning("MLflow artifact %s does not exist; not logged", local_path)
+            return
+        self.flush()
+        if not self.enabled:
+            return
+        try:
+            getattr(self._client, method)(self.run_id, str(local_path), artifact_path)
+        except Exception as err:
+            self._disable(err)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file (or a directory, as one folder) under `artifact_path`."""
+        self._upload(local_path, artifact_path, "log_artifact")
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """Upload the contents of a directory under `artifact_path`."""
+        self._upload(local_dir, artifact_path, "log_artifacts")
+
+    def set_tag(self, key: str, value: Any) -> None:
+        if not self.enabled:
+            return
+        try:
+            self._client.set_tag(self.run_id, sanitize_name(key), _param_value(value))
+        except Exception as err:
+            self._disable(err)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush and mark the run FINISHED, FAILED or KILLED."""
+        self.flush()
+        if not self.enabled:
+            return
+        try:
+            self._client.set_terminated(self.run_id, status=status)
+        except Exception as err:
+            self._disable(err)
+        self.enabled = False
 
 
 @contextmanager
-def stage_run(stage: str, config: Mapping[str, Any] | None = None) -> Iterator[StageTracker]:
-    """A tracker for one stage: an MLflow run (nested under LEAD_PARENT_RUN_ID) or a no-op."""
-    yield StageTracker()
+def _fast_fail_http() -> Iterator[None]:
+    """Short mlflow HTTP retries while a run is open, unless the user chose their own."""
+    added = [name for name in FAST_FAIL_HTTP_ENV if name not in os.environ]
+    for name in added:
+        os.environ[name] = FAST_FAIL_HTTP_ENV[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _experiment_id(client: Any, uri: str) -> str:
+    """The id of MLFLOW_EXPERIMENT_NAME (default "lead"), created if missing. An sqlite store keeps
+    its artifacts in "mlartifacts" next to the database, whatever the working directory."""
+    from mlflow.exceptions import MlflowException
+
+    name = os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///")).resolve()
+        artifact_location = (database.parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # another process created it first
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _start_run(uri: str, run_name: str, tags: dict[str, str], flush_interval_s: float) -> StageTracker:
+    """Open an MLflow run (nested under LEAD_PARENT_RUN_ID when set), or return a no-op tracker
+    with a warning when mlflow is missing or the server cannot be reached."""
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError as err:
+        logger.warning(
+            "%s is set but mlflow is not installed (pip install 'lead-core[tracking]'): %s; "
+            "continuing without tracking",
+            TRACKING_URI_ENV,
+            err,
+        )
+        return StageTracker()
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        parent_id = os.environ.get(PARENT_RUN_ENV) or None
+        experiment_id = None
+        if parent_id:
+            try:
+                experiment_id = client.get_run(parent_id).info.experiment_id
+                tags = {**tags, "mlflow.parentRunId": parent_id}
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                logger.warning(
+                    "%s=%s names no run at %s; logging without a parent",
+                    PARENT_RUN_ENV,
+                    parent_id,
+                    _redact(uri),
+                )
+        if experiment_id is None:
+            experiment_id = _experiment_id(client, uri)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        return MlflowTracker(client, run.info.run_id, uri, flush_interval_s)
+    except Exception as err:
+        _warn_unavailable(uri, err)
+        return StageTracker()
+
+
+@contextmanager
+def _run_until_exit(tracker: StageTracker) -> Iterator[StageTracker]:
+    """Yield the tracker; end its run FINISHED, FAILED (with the error as a tag) or KILLED."""
+    if not isinstance(tracker, MlflowTracker):
+        yield tracker
+        return
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        tracker.close("KILLED")
+        raise
+    except SystemExit as exc:
+        tracker.close("FINISHED" if exc.code in (None, 0) else "FAILED")
+        raise
+    except BaseException as exc:
+        tracker.set_tag("lead.error", _one_line(exc, MAX_PARAM_VALUE_LENGTH))
+        tracker.close("FAILED")
+        raise
+    tracker.close("FINISHED")
+
+
+def _base_tags() -> dict[str, str]:
+    return {"lead_core.version": __version__}
+
+
+@contextmanager
+def stage_run(
+    stage: str, config: Mapping[str, Any] | Any | None = None, *, flush_interval_s: float = 5.0
+) -> Iterator[StageTracker]:
+    """A tracker for one stage: an MLflow run named after the stage, tagged `stage` and
+    `lead_core.version`, with the flattened config as params, nested under LEAD_PARENT_RUN_ID
+    when set. Without MLFLOW_TRACKING_URI: a no-op tracker and no mlflow import."""
+    uri = tracking_uri()
+    if uri is None:
+        yield StageTracker()
+        return
+    with _fast_fail_http():
+        tracker = _start_run(uri, stage, {**_base_tags(), "stage": stage}, flush_interval_s)
+        with _run_until_exit(tracker):
+            if config:
+                tracker.log_params(config)
+            yield tracker
+
+
+@contextmanager
+def pipeline_run(
+    name: str, params: Mapping[str, Any] | Any | None = None, *, flush_interval_s: float = 5.0
+) -> Iterator[StageTracker]:
+    """The parent run of one pipeline run. While open, LEAD_PARENT_RUN_ID names it, so that every
+    stage_run started meanwhile – in this process or in a child process – nests under it. Itself
+    nests under an outer LEAD_PARENT_RUN_ID (a sweep over pipelines). Without a tracking URI: a
+    no-op tracker, environment untouched."""
+    uri = tracking_uri()
+    if uri is None:
+        yield StageTracker()
+        return
+    with _fast_fail_http():
+        tracker = _start_run(uri, name, {**_base_tags(), "pipeline": name}, flush_interval_s)
+        outer_parent = os.environ.get(PARENT_RUN_ENV)
+        if tracker.enabled and tracker.run_id:
+            os.environ[PARENT_RUN_ENV] = tracker.run_id
+        try:
+            with _run_until_exit(tracker):
+                if params:
+                    tracker.log_params(params)
+                yield tracker
+        finally:
+            if outer_parent is None:
+                os.environ.pop(PARENT_RUN_ENV, None)
+            else:
+                os.environ[PARENT_RUN_ENV] = outer_parent
