@@ -8,6 +8,7 @@ states the way `output_hidden_states=True` does.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ import transformers
 from torch import Tensor, nn
 
 # Where common encoder families keep their list of transformer blocks.
+logger = logging.getLogger(__name__)
+
 _BLOCK_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer")
 
 
@@ -69,9 +72,44 @@ def _instantiate(name_or_path: str, attn_implementation: str, pretrained: bool) 
     kwargs = {"attn_implementation": attn_implementation}
     if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
         kwargs["add_pooling_layer"] = False  # the pooler is unused: scores come from block outputs
-    if pretrained:
-        return model_cls.from_pretrained(name_or_path, **kwargs)
-    return model_cls._from_config(config, **kwargs)
+    if not pretrained:
+        return model_cls._from_config(config, **kwargs)
+    with _quiet_transformers():
+        model, info = model_cls.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    # A backbone with random-initialised blocks would train and score silently wrong: refuse it.
+    missing = sorted(info.get("missing_keys", ()))
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        raise BackboneError(
+            f"{name_or_path}: the checkpoint does not fit {model_cls.__name__}: missing weights "
+            f"{missing[:8] or 'none'}, wrong shapes {mismatched[:8] or 'none'}"
+        )
+    # Heads of other tasks (pooler, MLM/NSP heads) are expected extras; anything else is worth a line.
+    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if k.split(".")[0] not in _IGNORED_HEADS)
+    if unexpected:
+        logger.warning(
+            "%s: ignoring weights not used by %s: %s", name_or_path, model_cls.__name__, unexpected[:8]
+        )
+    return model
+
+
+_IGNORED_HEADS = {"pooler", "cls", "lm_head", "vocab_transform", "vocab_layer_norm", "vocab_projector"}
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and progress bar (we report what matters ourselves)."""
+    hf_logging = transformers.utils.logging
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(name_or_path: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -316,6 +317,13 @@ def test_backbone_folder_without_weights_is_a_clear_error(tiny_bert, tmp_path):
     (folder / "config.json").write_text((tiny_bert / "config.json").read_text())
     with pytest.raises(BackboneError, match=f"{folder}: no model weights"):
         make(folder, "de")
+    # A checkpoint with fewer blocks than its config: random blocks would be silently wrong.
+    deeper = tmp_path / "deeper"
+    shutil.copytree(tiny_bert, deeper)
+    config = json.loads((deeper / "config.json").read_text())
+    (deeper / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 5}))
+    with pytest.raises(BackboneError, match="missing weights \\['encoder.layer.4"):
+        make(deeper, "de")
     with pytest.raises(BackboneError, match="block list"):
         encoder_blocks(torch.nn.Linear(2, 2))
 
