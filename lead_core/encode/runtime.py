@@ -1,0 +1,66 @@
+"""Inference plumbing shared by encode, search and rerank: device, precision, model loading."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from lead_core.models import load_model
+from lead_core.models.base import RetrievalModel
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """ "auto": this process's GPU (cuda:LOCAL_RANK under torchrun) when CUDA is available, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def inference_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU (the encoder's matmuls in bf16), nothing on CPU (fp32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def load_for_inference(
+    path: str | Path, device: torch.device, architectures: Sequence[str] = ("de", "cb", "ce"), stage: str = ""
+) -> RetrievalModel:
+    """`load_model(path)` in eval mode on `device`, refusing architectures the stage cannot use."""
+    model = load_model(path)
+    if model.config.architecture not in architectures:
+        names = {"de": "dual encoder", "cb": "ColBERT", "ce": "cross-encoder"}
+        wanted = " or ".join(f"{names[a]} ({a})" for a in architectures)
+        hint = " – score it with `lead rerank` instead" if stage in ("encode", "search") else ""
+        raise ValueError(
+            f"{path}: {stage or 'this stage'} needs a {wanted} model, found a "
+            f"{names.get(model.config.architecture, model.config.architecture)} "
+            f"({model.config.architecture}){hint}"
+        )
+    return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def max_length_override(model: RetrievalModel, is_query: bool, max_length: int | None) -> Iterator[None]:
+    """Temporarily replace the model's query or passage token limit (None: keep the model's)."""
+    if max_length is None:
+        yield
+        return
+    if max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    name = "query_max_length" if is_query else "passage_max_length"
+    saved = getattr(model.config, name)
+    setattr(model.config, name, max_length)
+    try:
+        yield
+    finally:
+        setattr(model.config, name, saved)

@@ -1,0 +1,136 @@
+"""`lead rerank`: re-score each query's top-k of a run with a ColBERT, cross-encoder or DE model.
+
+How the paper evaluates CB and CE teachers: rerank the top-1000 (passages) that the 12-layer DE
+teacher retrieved. The output run holds the top-k only, ordered by the new score (ties by doc id)
+and ranked from 1; results below rank k of the input are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from tqdm.auto import tqdm
+
+from lead_core.config import to_dict
+from lead_core.data.schema import CORPUS, QUERIES, RUN, iter_batches, read_table, write_table
+from lead_core.data.text import passage_texts
+from lead_core.data.trec import read_run, sort_run, write_trec_run
+from lead_core.encode.runtime import inference_precision, load_for_inference, resolve_device
+from lead_core.models.base import RetrievalModel
+from lead_core.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Config:
+    model: str = field(
+        metadata={"help": "saved model directory: ColBERT (cb), cross-encoder (ce) or dual encoder (de)"}
+    )
+    run: str = field(
+        metadata={"help": "RUN Parquet or TREC run file to rerank (e.g. the DE teacher's top-1000)"}
+    )
+    corpus: str = field(metadata={"help": "CORPUS Parquet holding every document of the run"})
+    queries: str = field(metadata={"help": "QUERIES Parquet holding every query of the run"})
+    out_run: str = field(metadata={"help": "RUN Parquet to write"})
+    out_trec: str | None = field(default=None, metadata={"help": "also write a TREC run file here"})
+    k: int = field(default=1000, metadata={"help": "re-score each query's top-k (by the input run's order)"})
+    batch_size: int = field(default=64, metadata={"help": "query-passage pairs per model batch"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
+    tag: str = field(default="lead-rerank", metadata={"help": "run tag of the TREC file"})
+
+
+def top_k(run: pa.Table, k: int) -> pa.Table:
+    """Each query's first k results by score (descending, ties by doc id), ranks renumbered."""
+    ranked = sort_run(run)
+    return ranked.filter(pc.less_equal(ranked.column("rank"), k))
+
+
+def _texts_by_id(corpus_path: str, doc_ids: set[str]) -> dict[str, str]:
+    """Passage text of the documents in `doc_ids` only (streams the corpus: it may be 8.8M rows)."""
+    wanted = pa.array(sorted(doc_ids), pa.string())
+    texts: dict[str, str] = {}
+    for batch in iter_batches(corpus_path, CORPUS, columns=["doc_id", "title", "text"]):
+        keep = batch.filter(pc.is_in(batch.column("doc_id"), value_set=wanted))
+        ids = keep.column("doc_id").to_pylist()
+        texts.update(
+            zip(ids, passage_texts(keep.column("title").to_pylist(), keep.column("text").to_pylist()))
+        )
+    return texts
+
+
+def _missing(where: str, kind: str, missing: list[str]) -> ValueError:
+    return ValueError(f"{len(missing)} {kind} id(s) of the run are not in {where}, e.g. {missing[:5]}")
+
+
+def score_run(
+    model: RetrievalModel,
+    run: pa.Table,
+    query_text: dict[str, str],
+    passage_text: dict[str, str],
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> pa.Table:
+    """The run with `score` replaced by model.score_pairs, sorted and ranked again.
+
+    Pairs are scored in batches grouped by passage length (sorted by characters) so that a batch
+    pads little; scores are put back on their rows.
+    """
+    qids = run.column("query_id").to_pylist()
+    dids = run.column("doc_id").to_pylist()
+    queries = [query_text[q] for q in qids]
+    passages = [passage_text[d] for d in dids]
+    order = np.argsort([-len(p) for p in passages], kind="stable")
+    scores = np.empty(len(order), dtype=np.float32)
+    device = device or model.device
+    with torch.inference_mode(), inference_precision(device):
+        for start in tqdm(range(0, len(order), batch_size), desc="rerank", unit="batch", disable=None):
+            rows = order[start : start + batch_size]
+            batch_scores = model.score_pairs([queries[i] for i in rows], [passages[i] for i in rows])
+            scores[rows] = batch_scores.float().cpu().numpy()
+    if not np.isfinite(scores).all():
+        raise ValueError("the model gave non-finite scores")
+    rescored = run.set_column(run.schema.get_field_index("score"), "score", pa.array(scores, pa.float32()))
+    return sort_run(rescored)
+
+
+def run(config: Config) -> dict[str, Any]:
+    if config.k < 1:
+        raise ValueError(f"k must be at least 1, got {config.k}")
+    with stage_run("rerank", to_dict(config)) as tracker:
+        candidates = top_k(read_run(config.run), config.k)
+        if candidates.num_rows == 0:
+            raise ValueError(f"{config.run}: the run is empty")
+        queries = read_table(config.queries, QUERIES)
+        query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
+        run_qids = set(pc.unique(candidates.column("query_id")).to_pylist())
+        missing = sorted(run_qids - query_text.keys())
+        if missing:
+            raise _missing(config.queries, "query", missing)
+        run_dids = set(pc.unique(candidates.column("doc_id")).to_pylist())
+        passage_text = _texts_by_id(config.corpus, run_dids)
+        missing = sorted(run_dids - passage_text.keys())
+        if missing:
+            raise _missing(config.corpus, "document", missing)
+        device = resolve_device(config.device)
+        model = load_for_inference(config.model, device, stage="rerank")
+        reranked = score_run(model, candidates, query_text, passage_text, config.batch_size, device)
+        write_table(reranked, config.out_run, RUN, to_dict(config))
+        if config.out_trec:
+            write_trec_run(reranked, config.out_trec, tag=config.tag)
+        summary = {"queries": len(run_qids), "pairs": reranked.num_rows, "k": config.k}
+        tracker.log_metrics(summary)
+        log.info(
+            "reranked %d pairs of %d queries with %s -> %s",
+            reranked.num_rows,
+            len(run_qids),
+            config.model,
+            config.out_run,
+        )
+        return summary

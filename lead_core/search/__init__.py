@@ -1,0 +1,174 @@
+"""`lead search`: encode queries with a dual encoder and retrieve their exact top-k from a faiss index.
+
+Writes a RUN Parquet (rows in faiss order: score descending per query) and, when asked, a TREC
+run file (ties broken by doc id there, by `lead_core.data.trec.write_trec_run`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from lead_core.config import to_dict
+from lead_core.data.schema import QUERIES, RUN, open_writer, read_table
+from lead_core.data.trec import write_trec_run
+from lead_core.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+UseGpu = Literal["auto", "yes", "no"]
+GPU_MAX_K = 2048  # faiss's GPU k-selection limit
+
+
+@dataclass
+class Config:
+    index: str = field(metadata={"help": "index directory written by `lead index`"})
+    model: str = field(
+        metadata={"help": "saved dual-encoder (de) model directory, the one that encoded the corpus"}
+    )
+    queries: str = field(metadata={"help": "QUERIES Parquet artifact"})
+    out_run: str = field(metadata={"help": "RUN Parquet to write"})
+    out_trec: str | None = field(default=None, metadata={"help": "also write a TREC run file here"})
+    k: int = field(default=1000, metadata={"help": "results per query"})
+    batch_size: int = field(default=256, metadata={"help": "queries per encoder batch"})
+    search_batch_size: int = field(default=4096, metadata={"help": "queries per faiss search call"})
+    max_length: int | None = field(
+        default=None, metadata={"help": "query token limit (default: the model's)"}
+    )
+    device: str = field(default="auto", metadata={"help": "encoder device: auto, cpu, cuda, cuda:1, ..."})
+    use_gpu: UseGpu = field(
+        default="auto", metadata={"help": "search the index on a GPU (auto: when faiss and torch see one)"}
+    )
+    tag: str = field(default="lead", metadata={"help": "run tag of the TREC file"})
+
+
+def _faiss():
+    from lead_core.index import _faiss as faiss_module
+
+    return faiss_module()
+
+
+def gpu_available() -> bool:
+    """True when both faiss (a GPU build) and torch see a CUDA device."""
+    faiss = _faiss()
+    if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.cuda.is_available()
+
+
+def to_search_device(index, use_gpu: UseGpu = "auto", float16: bool = False):
+    """The index itself on CPU, or a GPU copy (float16 storage when `float16`) when a GPU is used."""
+    if use_gpu == "no":
+        return index
+    if not gpu_available():
+        if use_gpu == "yes":
+            raise ValueError(
+                "use_gpu=yes but faiss has no GPU (install faiss-gpu) or torch sees no CUDA device"
+            )
+        return index
+    faiss = _faiss()
+    options = faiss.GpuClonerOptions()
+    options.useFloat16 = float16
+    resources = faiss.StandardGpuResources()
+    gpu_index = faiss.index_cpu_to_gpu(resources, 0, index, options)
+    gpu_index.lead_resources = resources  # keep the resources alive as long as the index
+    return gpu_index
+
+
+def search_batches(
+    index, queries: np.ndarray, k: int, batch_size: int = 4096, progress: bool = True
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Exact top-k by inner product, block by block.
+
+    queries: [n, d] (cast to float32). Yields (first query row, scores [b, k'] float32 descending,
+    rows [b, k'] int64 index rows) with k' = min(k, index.ntotal).
+    """
+    if queries.ndim != 2 or queries.shape[1] != index.d:
+        raise ValueError(
+            f"query vectors have shape {queries.shape}, the index holds vectors of size {index.d}"
+        )
+    k = min(k, index.ntotal)
+    for start in tqdm(range(0, len(queries), batch_size), desc="search", unit="batch", disable=not progress):
+        block = np.ascontiguousarray(queries[start : start + batch_size], dtype=np.float32)
+        scores, rows = index.search(block, k)
+        yield start, scores, rows
+
+
+def run_table(query_ids: list[str], doc_ids: pa.Array, scores: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """A RUN table from top-k blocks: query_ids [b], doc_ids (the index's ids), scores/rows [b, k]."""
+    if (rows < 0).any():  # faiss pads with -1 only when k > ntotal, which search_batches prevents
+        raise ValueError("faiss returned fewer results than asked for")
+    b, k = rows.shape
+    return pa.table(
+        {
+            "query_id": pa.array(np.repeat(np.asarray(query_ids, dtype=object), k), pa.string()),
+            "doc_id": pc.take(doc_ids, pa.array(rows.reshape(-1))),
+            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), b)),
+            "score": pa.array(scores.reshape(-1).astype(np.float32)),
+        }
+    )
+
+
+def run(config: Config) -> dict[str, Any]:
+    from lead_core.encode import encode_texts, load_for_inference, resolve_device
+    from lead_core.index import load_index
+
+    if config.k < 1:
+        raise ValueError(f"k must be at least 1, got {config.k}")
+    with stage_run("search", to_dict(config)) as tracker:
+        index, doc_ids, meta = load_index(config.index)
+        queries = read_table(config.queries, QUERIES)
+        if queries.num_rows == 0:
+            raise ValueError(f"{config.queries}: no queries")
+        device = resolve_device(config.device)
+        model = load_for_inference(config.model, device, architectures=("de",), stage="search")
+        query_ids = queries.column("query_id").to_pylist()
+        vectors = encode_texts(
+            model,
+            queries.column("text").to_pylist(),
+            is_query=True,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            device=device,
+        )
+        if vectors.shape[1] != index.d:
+            raise ValueError(
+                f"{config.model} makes {vectors.shape[1]}-d query vectors but the index {config.index} holds "
+                f"{index.d}-d vectors: search with the model that encoded the corpus"
+            )
+        searcher = to_search_device(index, config.use_gpu, float16=meta["embeddings_dtype"] == "float16")
+        if searcher is not index and min(config.k, index.ntotal) > GPU_MAX_K:
+            raise ValueError(
+                f"faiss searches at most k={GPU_MAX_K} on a GPU; got k={config.k} (use_gpu=no searches on CPU)"
+            )
+        doc_id_array = pa.array(doc_ids, pa.string())
+        tables = []
+        with open_writer(config.out_run, RUN, to_dict(config)) as writer:
+            for start, scores, rows in search_batches(searcher, vectors, config.k, config.search_batch_size):
+                table = run_table(query_ids[start : start + len(rows)], doc_id_array, scores, rows)
+                writer.write(table)
+                if config.out_trec:
+                    tables.append(table)
+        if config.out_trec:
+            write_trec_run(pa.concat_tables(tables), config.out_trec, tag=config.tag)
+        summary = {"queries": len(query_ids), "rows": writer.num_rows, "k": min(config.k, index.ntotal)}
+        tracker.log_metrics(summary)
+        log.info(
+            "searched %d queries, top-%d of %d vectors -> %s",
+            len(query_ids),
+            summary["k"],
+            index.ntotal,
+            config.out_run,
+        )
+        return summary
