@@ -68,6 +68,8 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         if tp is bool:
             return value if isinstance(value, bool) else _parse_bool(str(value))
         if tp in (int, float, str):
+            if tp is int and isinstance(value, str) and "." in value:
+                value = float(value)  # KFP renders integers inside dict parameters as "3.0"
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ConfigError(f"config field {name!r} must be an integer, got {value!r}")
             return tp(value)
