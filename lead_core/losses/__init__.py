@@ -12,7 +12,7 @@ from lead_core.losses.feature import (
 )
 from lead_core.losses.lead import LeadLoss, lead_loss, teacher_layer_weights
 from lead_core.losses.response import ResponseDistillationLoss, response_distillation_loss
-from lead_core.losses.selection import STRATEGIES, select_layers
+from lead_core.losses.selection import STRATEGIES, layers_to_compute, select_layers
 
 __all__ = [
     "STRATEGIES",
@@ -24,6 +24,7 @@ __all__ = [
     "check_same_tokenizer",
     "contrastive_loss",
     "feature_distillation_loss",
+    "layers_to_compute",
     "lead_loss",
     "response_distillation_loss",
     "select_layers",

@@ -106,3 +106,22 @@ def select_layers(
     else:
         teacher = _draw(rng, n, k)
     return teacher, _draw(rng, m, k)
+
+
+def layers_to_compute(selected: list[int], num_layers: int) -> tuple[list[int], list[int]]:
+    """The layers to ask a model for, and where the selected ones sit in its output.
+
+    A model computes only the layers asked for (`RetrievalModel.forward(layers=...)`), and
+    `lead_loss` reads only the selected layers and the last index. So instead of an [N, Q, P]
+    tensor a trainer may pass the model's compact [len(layers), Q, P] output with `positions` as
+    the layer indices: the final layer N-1 is always asked for and always last.
+
+    selected: sorted 0-based layer indices; num_layers: N.
+    Returns (layers, positions): layers = sorted(selected ∪ {N-1}); layers[positions[k]] == selected[k].
+    Example: selected [0, 3, 11], N=12 -> ([0, 3, 11], [0, 1, 2]); selected [2, 5], N=6 ->
+    ([2, 5], [0, 1]); selected [1, 2], N=6 -> ([1, 2, 5], [0, 1]).
+    """
+    if any(not 0 <= i < num_layers for i in selected) or sorted(set(selected)) != list(selected):
+        raise ValueError(f"selected layers {selected} must be strictly increasing within 0..{num_layers - 1}")
+    layers = sorted(set(selected) | {num_layers - 1})
+    return layers, [layers.index(i) for i in selected]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lead_core.losses import select_layers
+from lead_core.losses import layers_to_compute, select_layers
 
 
 def test_random_is_reproducible_sorted_and_paired():
@@ -87,3 +87,21 @@ def test_weighted_follows_the_weights():
 def test_invalid_selection_raises(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         select_layers(*args, **kwargs)
+
+
+def test_layers_to_compute_gives_the_same_loss_as_full_scores():
+    from lead_core.losses import lead_loss
+
+    assert layers_to_compute([0, 3, 11], 12) == ([0, 3, 11], [0, 1, 2])
+    assert layers_to_compute([1, 2], 6) == ([1, 2, 5], [0, 1])
+    torch.manual_seed(0)
+    teacher, student = torch.randn(12, 3, 4), torch.randn(6, 3, 4)
+    positives = torch.eye(3, 4, dtype=torch.bool)
+    a, b = [2, 5, 7], [0, 2, 3]
+    full = lead_loss(teacher, student, positives, a, b)
+    t_layers, t_pos = layers_to_compute(a, 12)
+    s_layers, s_pos = layers_to_compute(b, 6)
+    compact = lead_loss(teacher[t_layers], student[s_layers], positives, t_pos, s_pos)
+    assert compact.total.item() == pytest.approx(full.total.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        layers_to_compute([3, 1], 6)
