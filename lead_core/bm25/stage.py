@@ -26,7 +26,16 @@ from lead_core.bm25.negatives import (
     random_negatives,
 )
 from lead_core.config import to_dict
-from lead_core.data.schema import GROUPS, QUERIES, RUN, open_writer, read_table, write_table
+from lead_core.data.schema import (
+    CORPUS,
+    GROUPS,
+    QUERIES,
+    RUN,
+    iter_batches,
+    open_writer,
+    read_table,
+    write_table,
+)
 from lead_core.data.trec import read_qrels, sort_run, write_trec_run
 from lead_core.tracking import stage_run
 
@@ -106,6 +115,11 @@ def run(config: Config) -> dict:
     if config.out_groups:
         qrels = read_qrels(config.qrels)
         judgements = Judgements(qrels, config.positive_relevance)
+        # Fail before the (long) indexing if a positive is not a corpus document.
+        corpus_ids = pa.chunked_array(
+            [b.column("doc_id") for b in iter_batches(config.corpus, CORPUS, columns=["doc_id"])], pa.string()
+        )
+        judgements.check_in_corpus(corpus_ids.combine_chunks(), where=str(config.qrels))
 
     with stage_run("bm25", to_dict(config)) as tracker:
         index = BM25Index.build(
@@ -117,8 +131,6 @@ def run(config: Config) -> dict:
             method=config.method,
             batch_size=config.corpus_batch_size,
         )
-        if judgements is not None:
-            judgements.check_in_corpus(index.doc_ids, where=str(config.qrels))
         if config.k > index.num_docs:
             logger.warning(
                 "k=%d exceeds the corpus size; retrieving all %d documents", config.k, index.num_docs
