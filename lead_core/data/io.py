@@ -137,7 +137,15 @@ def _unpack(archive: Path, target: Path) -> None:
                 zf.extractall(tmp)
         else:
             with tarfile.open(archive) as tf:
-                tf.extractall(tmp, filter="data")
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse members escaping tmp
+                    tf.extractall(tmp, filter="data")
+                else:
+                    for member in tf.getmembers():
+                        if Path(member.name).is_absolute() or ".." in Path(member.name).parts:
+                            raise ValueError(
+                                f"{archive}: member {member.name!r} would unpack outside the folder"
+                            )
+                    tf.extractall(tmp)
 
 
 def resolve_dir(uri: str | Path) -> Path:
@@ -188,7 +196,8 @@ def resolve_dir(uri: str | Path) -> Path:
 def open_text(uri: str | Path) -> TextIO:
     """Open a (possibly gzipped, possibly remote) text file for reading as UTF-8 lines.
 
-    Lines split on ``\\n`` only, so unusual separators inside a passage (``\\r``, U+2028) stay text.
+    A leading byte-order mark is dropped. Lines split on ``\\n`` only, so unusual separators
+    inside a passage (``\\r``, U+2028) stay text.
     """
     path = resolve(uri)
     if path.is_dir():
@@ -196,8 +205,8 @@ def open_text(uri: str | Path) -> TextIO:
     with open(path, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="\n")
-    return open(path, encoding="utf-8", newline="\n")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="\n")
+    return open(path, encoding="utf-8-sig", newline="\n")
 
 
 def _first_bad_utf8_line(path: Path) -> int:

@@ -127,3 +127,37 @@ def test_invalid_utf8_names_the_line(tmp_path):
     path.write_bytes(gzip.compress(b"0\tok\n1\tok\n2\tbad \xc3\x28\n"))
     with pytest.raises(SchemaError, match=r"c\.tsv\.gz: line 3: not valid UTF-8"):
         list(io.iter_line_batches(path, batch_size=2))
+
+
+def test_beir_name_uses_the_public_archive(server, cache, tmp_path, monkeypatch):
+    from lead_core.data import beir
+
+    base, www, gets = server
+    src = beir_dir(tmp_path / "scifact")
+    with zipfile.ZipFile(www / "scifact.zip", "w") as zf:
+        for path in sorted(src.rglob("*")):
+            zf.write(path, Path("scifact") / path.relative_to(src))
+    monkeypatch.setattr(beir, "ARCHIVE_URL", base + "/{name}.zip")
+    counts = run(Config(source="beir:scifact", layout="beir", split="test", out=str(tmp_path / "out")))
+    assert counts["docs"] == 2 and gets == ["/scifact.zip"]
+    with pytest.raises(ValueError, match="use --layout beir"):
+        run(Config(source="beir:scifact", layout="msmarco", split="test", out=str(tmp_path / "o2")))
+
+
+def test_local_tar_gz_without_top_folder_and_bom(tmp_path, cache):
+    import tarfile
+
+    from tests.data.helpers import msmarco_dir
+
+    src = msmarco_dir(tmp_path / "src")
+    (src / "queries.dev.small.tsv").write_bytes(
+        b"\xef\xbb\xbf" + (src / "queries.dev.small.tsv").read_bytes()
+    )
+    archive = tmp_path / "collectionandqueries.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for path in sorted(src.iterdir()):
+            tf.add(path, path.name)
+    folder = io.resolve_dir(archive)
+    assert folder.is_relative_to(cache) and (folder / "collection.tsv").is_file()
+    counts = run(Config(source=str(archive), layout="msmarco", split="dev", out=str(tmp_path / "out")))
+    assert counts["queries"] == 2  # '10' (behind the BOM) and '11' are judged
