@@ -12,6 +12,10 @@ first, then its negatives).
     (cross-batch negatives): P = Q*G, or the world's Q*G*world_size passages when `gather`
     is given.
   - Cross-encoder (ce) scores each query against its own group only: P = G.
+
+Implementations (lead_core.models): DualEncoder, ColBERT, CrossEncoder; `build_model(config)` from
+a backbone, `load_model(path)` from a directory written by `save`. `prepare` returns tensors named
+`query_*` / `passage_*` (DE, CB) or `pair_*` plus a 0-d `group_size` (CE).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class LayerScores:
     layers: 0-based layer indices (sorted ascending, last one = num_layers - 1 when asked).
     attentions: only when asked (FD baseline): per selected layer, a dict of attention maps
         {"query": [Q, heads, Lq, Lq], "passage": [P_local, heads, Lp, Lp]} (DE/CB) or
-        {"pair": [Q*G, heads, L, L]} (CE).
+        {"pair": [Q*G, heads, L, L]} (CE). Appended linear layers have no attention map: {}.
     """
 
     layer_scores: Tensor
@@ -100,11 +104,18 @@ class RetrievalModel(nn.Module, abc.ABC):
         """
 
     @abc.abstractmethod
-    def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> Tensor:
-        """[n] final-layer score of each (queries[i], passages[i]) pair – for reranking (CB, CE; DE too)."""
+    def score_pairs(
+        self, queries: Sequence[str], passages: Sequence[str], batch_size: int | None = None
+    ) -> Tensor:
+        """[n] final-layer score of each (queries[i], passages[i]) pair – for reranking (CB, CE; DE too).
 
-    def encode(self, texts: Sequence[str], is_query: bool) -> Tensor:
-        """[n, H] final-layer embeddings (dual encoder only); used by the encode stage."""
+        No gradient; `batch_size` pairs per forward (None: all at once)."""
+
+    def encode(self, texts: Sequence[str], is_query: bool, batch_size: int | None = None) -> Tensor:
+        """[n, H] final-layer embeddings (dual encoder only); used by the encode stage.
+
+        No gradient; `batch_size` texts per forward (None: all at once). H is the output size
+        (the last appended linear layer's, when there are any)."""
         raise NotImplementedError(f"{type(self).__name__} does not produce single-vector embeddings")
 
     @abc.abstractmethod

@@ -67,7 +67,12 @@ def load_backbone(name_or_path: str, pretrained: bool = True) -> nn.Module:
 
 
 def _instantiate(name_or_path: str, attn_implementation: str, pretrained: bool) -> nn.Module:
-    config = transformers.AutoConfig.from_pretrained(name_or_path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        raise BackboneError(
+            f"{name_or_path}: not a local model folder, and not loadable as a hub id ({error})"
+        ) from None
     model_cls = transformers.AutoModel._model_mapping[type(config)]
     kwargs = {"attn_implementation": attn_implementation}
     if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
@@ -75,7 +80,10 @@ def _instantiate(name_or_path: str, attn_implementation: str, pretrained: bool) 
     if not pretrained:
         return model_cls._from_config(config, **kwargs)
     with _quiet_transformers():
-        model, info = model_cls.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        try:
+            model, info = model_cls.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        except OSError as error:
+            raise BackboneError(f"{name_or_path}: cannot load the backbone ({error})") from None
     # A backbone with random-initialised blocks would train and score silently wrong: refuse it.
     missing = sorted(info.get("missing_keys", ()))
     mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
