@@ -159,14 +159,20 @@ def _first_false(mask: np.ndarray) -> int:
     return int(np.flatnonzero(~mask)[0])
 
 
-def _check_qrels_queries(qrels_path: Path, qrels: pa.Table, queries_path: Path, queries: pa.Table) -> None:
-    known = pc.is_in(qrels.column("query_id"), value_set=queries.column("query_id").combine_chunks())
-    mask = known.to_numpy(zero_copy_only=False)
+def _is_in(values: pa.ChunkedArray | pa.Array, value_set: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Boolean mask [len(values)]: which values are in `value_set` (Arrow's hash lookup)."""
+    if isinstance(value_set, pa.ChunkedArray):
+        value_set = value_set.combine_chunks()
+    return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False)
+
+
+def _check_known(path: Path, table: pa.Table, column: str, what: str, mask: np.ndarray, where: str) -> None:
+    """SchemaError naming the line of the first row of `table` whose `column` is not known (mask False)."""
     if not mask.all():
         i = _first_false(mask)
         raise SchemaError(
-            f"{qrels_path}: line {qrels.column('line')[i].as_py()}: query {qrels.column('query_id')[i].as_py()!r} "
-            f"is not in {queries_path} ({int((~mask).sum())} qrels name unknown queries)"
+            f"{path}: line {table.column('line')[i].as_py()}: {what} {table.column(column)[i].as_py()!r} "
+            f"is not in {where} ({int((~mask).sum())} of {len(mask)} lines name unknown {what}s)"
         )
 
 
@@ -212,34 +218,20 @@ def resolve_source(source: str, layout: str) -> Path:
 def _official_run(
     folder: Path, split: str, queries: pa.Table, docs: IdHashes, out: Path, config: dict
 ) -> int:
+    """top1000.<split> -> run.parquet; its queries must be the split's, its passages the corpus's."""
     path = msmarco.find_split_file(folder, "top1000", split)
-    run_table = msmarco.read_top1000(path)
-    _check_known(
-        path,
-        run_table,
-        "query_id",
-        "query",
-        pc.is_in(
-            run_table.column("query_id"), value_set=queries.column("query_id").combine_chunks()
-        ).to_numpy(zero_copy_only=False),
-    )
-    _check_known(path, run_table, "doc_id", "passage", docs.contains(run_table.column("doc_id")))
-    write_table(run_table, out, RUN, config)
-    return run_table.num_rows
-
-
-def _check_known(path: Path, table: pa.Table, column: str, what: str, mask: np.ndarray) -> None:
-    if not mask.all():
-        i = _first_false(mask)
-        raise SchemaError(
-            f"{path}: line {table.column('line')[i].as_py()}: {what} {table.column(column)[i].as_py()!r} "
-            f"is not in the dataset's {what}s ({int((~mask).sum())} such lines)"
-        )
+    table = msmarco.read_top1000(path)
+    known_queries = _is_in(table.column("query_id"), queries.column("query_id"))
+    _check_known(path, table, "query_id", "query", known_queries, "the split's queries")
+    _check_known(path, table, "doc_id", "passage", docs.contains(table.column("doc_id")), "the collection")
+    write_table(table, out, RUN, config)
+    return table.num_rows
 
 
 def _official_groups(
     folder: Path, split: str, queries: pa.Table, docs: IdHashes, out: Path, config: dict
 ) -> int:
+    """qidpidtriples.<split>... -> groups.parquet (negative_source "official-triples"), ids checked."""
     try:
         path = msmarco.find_split_file(folder, "qidpidtriples", split)
     except msmarco.SplitNotFoundError as err:
@@ -247,22 +239,17 @@ def _official_groups(
         hint = f"; {text_triples} hold texts, not ids: use qidpidtriples" if text_triples else ""
         raise msmarco.SplitNotFoundError(f"{err}{hint}") from None
     groups = msmarco.read_qidpidtriples(path)
-    query_ids = queries.column("query_id").combine_chunks()
-    _check_known(
-        path,
-        groups,
-        "query_id",
-        "query",
-        pc.is_in(groups.column("query_id"), value_set=query_ids).to_numpy(zero_copy_only=False),
-    )
+    known_queries = _is_in(groups.column("query_id"), queries.column("query_id"))
+    _check_known(path, groups, "query_id", "query", known_queries, "the split's queries")
     for column in ("positive_ids", "negative_ids"):
         flat = pc.list_flatten(groups.column(column))
         known = docs.contains(flat)
         if not known.all():
-            row = pc.list_parent_indices(groups.column(column)).to_numpy()[_first_false(known)]
+            i = _first_false(known)
+            row = pc.list_parent_indices(groups.column(column)).to_numpy()[i]
             raise SchemaError(
                 f"{path}: line {groups.column('line')[row].as_py()} (the first line of query "
-                f"{groups.column('query_id')[row].as_py()!r}): passage {flat[_first_false(known)].as_py()!r} "
+                f"{groups.column('query_id')[row].as_py()!r}): passage {flat[i].as_py()!r} "
                 f"is not in the collection ({int((~known).sum())} such ids)"
             )
     write_table(groups, out, GROUPS, config)
@@ -284,7 +271,14 @@ def run(config: Config) -> dict:
         files = _files(folder, config.layout, config.split)
         qrels = files.read_qrels(files.qrels)
         queries = files.read_queries(files.queries)
-        _check_qrels_queries(files.qrels, qrels, files.queries, queries)
+        _check_known(
+            files.qrels,
+            qrels,
+            "query_id",
+            "query",
+            _is_in(qrels.column("query_id"), queries.column("query_id")),
+            str(files.queries),
+        )
 
         counts: dict[str, int] = {}
         with atomic_path(out) as tmp:
@@ -318,8 +312,8 @@ def run(config: Config) -> dict:
 
             counts["queries_in_file"] = queries.num_rows
             if not config.keep_queries_without_qrels:
-                judged = pc.is_in(queries.column("query_id"), value_set=pc.unique(qrels.column("query_id")))
-                queries = queries.filter(judged)
+                judged = _is_in(queries.column("query_id"), pc.unique(qrels.column("query_id")))
+                queries = queries.filter(pa.array(judged))
             counts["queries"] = queries.num_rows
             counts["queries_dropped_without_qrels"] = counts["queries_in_file"] - queries.num_rows
             counts["qrels"] = qrels.num_rows
