@@ -12,6 +12,7 @@ Memory is bounded by one shard (default 100,000 texts), never the whole corpus.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from lead_core.encode.runtime import (
 )
 from lead_core.encode.store import DTYPES, read_meta, shard_name, write_meta, write_shard
 from lead_core.models.base import RetrievalModel
-from lead_core.tracking import stage_run
+from lead_core.tracking import StageTracker, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,11 @@ def run(config: Config) -> dict[str, Any]:
     rank, world = _world()
     joined = _init_distributed(world)
     try:
-        with stage_run("encode", to_dict(config) if rank == 0 else None) as tracker:
+        # One tracked run per encode, not one per rank.
+        tracking = (
+            stage_run("encode", to_dict(config)) if rank == 0 else contextlib.nullcontext(StageTracker())
+        )
+        with tracking as tracker:
             device = resolve_device(config.device)
             model = load_for_inference(config.model, device, architectures=("de",), stage="encode")
             out = Path(config.out)
