@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from lead_core.cli import main
@@ -55,8 +56,11 @@ def test_scifact(scifact_dir, tmp_path, split, queries, qrels):
 
 def test_dl19_pools(dl_pools_dir, tmp_path):
     # 3,562 grade-0 DL19 judgements are outside the pool; every grade >= 1 one is inside.
-    counts = ingest(dl_pools_dir, tmp_path / "out", split="dl19", drop_unknown_qrels=True)
+    counts = ingest(dl_pools_dir, tmp_path / "out", split="dl19", drop_unknown_qrels=True, batch_size=10_000)
     assert counts["docs"] == 31362
+    corpus_file = pq.ParquetFile(tmp_path / "out" / "corpus.parquet")
+    assert corpus_file.num_row_groups == 4  # streamed in batches of 10,000 lines
+    assert corpus_file.metadata.num_rows == 31362
     assert counts["queries"] == 43
     assert counts["qrels_dropped_unknown_doc"] == 3562
     assert counts["qrels"] == 9260 - 3562
