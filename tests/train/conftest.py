@@ -101,3 +101,38 @@ def de_bert_teacher(tmp_path_factory, tiny_bert) -> Path:
     path = tmp_path_factory.mktemp("teachers") / "de-bert"
     build_model(ModelConfig("de", str(tiny_bert), query_max_length=8, passage_max_length=16)).save(path)
     return path
+
+
+def base_config(toy: ToyData, out: Path, **overrides):
+    """A Config over the toy data with tiny lengths; `overrides` set any field."""
+    from lead_core.train import Config
+
+    values = dict(
+        groups=str(toy.groups),
+        corpus=str(toy.corpus),
+        queries=str(toy.queries),
+        out=str(out),
+        model="",
+        batch_size=4,
+        num_negatives=3,
+        query_max_length=8,
+        passage_max_length=16,
+        max_steps=2,
+        progress=False,
+        num_workers=1,
+    )
+    values.update(overrides)
+    return Config(**values)
+
+
+def state_of(path: Path) -> dict:
+    """The weights of a saved lead model directory, as a state dict."""
+    from lead_core.models import load_model
+
+    return load_model(path).state_dict()
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
