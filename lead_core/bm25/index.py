@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from lead_core.data.schema import CORPUS, iter_batches, read_metadata
 
 logger = logging.getLogger(__name__)
+# bm25s pins its logger at DEBUG, which bypasses the CLI's level; let it follow the root logger.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 NO_STEMMER = ("", "none")
 NO_STOPWORDS = ("", "none")
