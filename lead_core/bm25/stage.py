@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from lead_core.bm25.index import BM25Index
@@ -141,7 +142,7 @@ def run(config: Config) -> dict:
         texts = queries.column("text").to_pylist()
         grouped_qids: list[str] = []
         negatives: dict[str, list[str]] = {}
-        num_rows = 0
+        num_rows = no_hits = 0
         with open_writer(config.out_run, RUN, config=to_dict(config)) as writer:
             for start in tqdm(
                 range(0, len(qids), config.query_batch_size), desc="bm25 retrieve", unit="batch"
@@ -153,6 +154,7 @@ def run(config: Config) -> dict:
                 batch = _batch_run(batch_qids, positions, scores, index.doc_ids)
                 writer.write(batch)
                 num_rows += batch.num_rows
+                no_hits += len(batch_qids) - pc.count_distinct(batch.column("query_id")).as_py()
                 if judgements is not None:
                     _add_negatives(config, judgements, index, batch_qids, batch, grouped_qids, negatives)
         retrieved = time.perf_counter()
@@ -161,9 +163,12 @@ def run(config: Config) -> dict:
             "num_docs": index.num_docs,
             "num_queries": len(qids),
             "run_rows": num_rows,
+            "queries_without_hits": no_hits,
             "index_seconds": round(indexed - started, 3),
             "retrieve_seconds": round(retrieved - indexed, 3),
         }
+        if no_hits:
+            logger.warning("%d queries share no term with any document and have no results", no_hits)
         if config.out_trec:
             write_trec_run(read_table(config.out_run, RUN), config.out_trec, tag=config.tag)
         if judgements is not None:

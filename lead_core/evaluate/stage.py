@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,11 +51,6 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
-def _metric_key(name: str) -> str:
-    """An MLflow-safe metric name: 'AP(rel=2)@1000' -> 'AP_rel_2_at_1000'."""
-    return re.sub(r"[^\w\-./ ]+", "_", name.replace("@", "_at_")).strip("_")
-
-
 def run(config: Config) -> dict:
     """Evaluate `config.run` (and the baseline); print, write and return the values."""
     qrels = qrels_dict(read_qrels(config.qrels))
@@ -73,7 +67,7 @@ def run(config: Config) -> dict:
         summary.update(baseline_metrics=base.aggregate, p_values=_finite(p_values))
 
     with stage_run("evaluate", to_dict(config)) as tracker:
-        tracker.log_metrics({_metric_key(k): v for k, v in result.aggregate.items()})
+        tracker.log_metrics(result.aggregate)  # names made MLflow-safe by the tracker
         if config.out:
             doc = {
                 **result.to_dict(per_query=False),

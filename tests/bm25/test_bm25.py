@@ -178,3 +178,28 @@ def test_cli_and_bad_inputs(scifact, tmp_path, capsys):
     )
     assert read_table(tmp_path / "r.parquet", RUN).num_rows == 5 * 300
     assert read_run(tmp_path / "r.trec").num_rows == 5 * 300
+
+
+def test_tiny_corpus_stopword_query_and_stemming(tmp_path):
+    corpus = {
+        "doc_id": ["a", "b", "c", "d"],
+        "title": ["Cats", "", "Dogs", ""],
+        "text": ["A cat sat on the mat.", "Dogs chase cats.", "A dog barked.", "Nothing here."],
+    }
+    write_table(pa.table(corpus), tmp_path / "corpus.parquet", CORPUS)
+    queries = {"query_id": ["q-cat", "q-stop"], "text": ["cat", "the of and"]}
+    write_table(pa.table(queries), tmp_path / "queries.parquet", QUERIES)
+    summary = stage.run(
+        stage.Config(
+            corpus=str(tmp_path / "corpus.parquet"),
+            queries=str(tmp_path / "queries.parquet"),
+            out_run=str(tmp_path / "run.parquet"),
+            k=10,
+        )
+    )
+    run = read_table(tmp_path / "run.parquet", RUN)
+    # "cat" matches cats/cat through the stemmer, in a and b only; the stopword query matches nothing
+    assert run.column("query_id").to_pylist() == ["q-cat", "q-cat"]
+    assert run.column("doc_id").to_pylist() == ["a", "b"]  # a: title and text both say cat
+    assert run.column("rank").to_pylist() == [1, 2]
+    assert summary["queries_without_hits"] == 1 and summary["num_docs"] == 4
