@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+import lead_core
 from lead_core.artifacts import atomic_path
 from lead_core.models.base import GatherFn, ModelConfig, RetrievalModel
 from lead_core.models.encoder import encoder_blocks, model_inputs, run_blocks, to_device
@@ -55,7 +56,11 @@ class EncoderModel(RetrievalModel):
         transformers), the appended/head weights (lead_head.safetensors) and the tokenizer."""
         with atomic_path(Path(path)) as tmp:
             tmp.mkdir()
-            meta = {"format_version": FORMAT_VERSION, **asdict(self.config)}
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "lead_core_version": lead_core.__version__,
+                **asdict(self.config),  # `backbone` stays the original id: provenance only
+            }
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             self.backbone.config.save_pretrained(tmp)
             save_file(_cpu_tensors(self.backbone.state_dict()), tmp / BACKBONE_WEIGHTS, {"format": "pt"})

@@ -62,6 +62,7 @@ def read_model_config(path: str | Path) -> ModelConfig:
         meta = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{config_file}: invalid JSON ({error})") from None
+    meta.pop("lead_core_version", None)
     version = meta.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise ModelLoadError(f"{config_file}: format_version {version!r}, expected {FORMAT_VERSION}")
