@@ -195,6 +195,12 @@ def evaluate_run(
     run = validate_table(run, RUN, where="run")
     if run.num_rows == 0:
         raise ValueError("the run is empty")
+    bad_score = pc.invert(pc.is_finite(run.column("score")))
+    if pc.any(bad_score).as_py():
+        row = run.filter(bad_score).slice(0, 1).to_pylist()[0]
+        raise ValueError(
+            f"run: query {row['query_id']!r}, document {row['doc_id']!r}: score {row['score']} is not finite"
+        )
 
     # RR@k: recip_rank over the run cut at k (see module doc); everything else as ir_measures has it.
     rr_cut: dict[Measure, tuple[int, Measure]] = {}

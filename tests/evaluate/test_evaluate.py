@@ -192,6 +192,9 @@ def test_bad_inputs():
         evaluate_run(TOY_RUN, TOY_QRELS, ["nDCG@10", "nDCG@ten"])
     with pytest.raises(ValueError, match="unknown measure 'Precision'"):
         evaluate_run(TOY_RUN, TOY_QRELS, ["Precision"])
+    nan = pa.concat_tables([TOY_RUN, _run([("q2", "d8", float("nan"))])])
+    with pytest.raises(ValueError, match="query 'q2', document 'd8': score nan is not finite"):
+        evaluate_run(nan, TOY_QRELS)
     dup = pa.concat_tables([TOY_RUN, _run([("q1", "d1", 0.1)])])
     with pytest.raises(ValueError, match="query 'q1' lists document 'd1' more than once"):
         evaluate_run(dup, TOY_QRELS)
