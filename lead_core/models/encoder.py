@@ -17,9 +17,9 @@ import torch
 import transformers
 from torch import Tensor, nn
 
-# Where common encoder families keep their list of transformer blocks.
 logger = logging.getLogger(__name__)
 
+# Where common encoder families keep their list of transformer blocks.
 _BLOCK_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer")
 
 
