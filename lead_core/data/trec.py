@@ -6,6 +6,7 @@ both. The exporter breaks score ties by doc id (as pyserini does) and renumbers 
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pyarrow as pa
@@ -132,5 +133,14 @@ def write_trec_run(run: pa.Table, path: str | Path, tag: str = "lead") -> Path:
             run.column("rank").to_pylist(),
             run.column("score").to_pylist(),
         ):
-            fh.write(f"{q} Q0 {d} {r} {s:.6f} {tag}\n")
+            fh.write(f"{q} Q0 {d} {r} {_score_text(s)} {tag}\n")
     return path
+
+
+def _score_text(score: float) -> str:
+    """Six decimals, or nine significant digits where six would not read back as the same float32
+    (two scores one float32 step apart would otherwise become a tie that trec_eval reorders)."""
+    text = f"{score:.6f}"
+    if struct.unpack("f", struct.pack("f", float(text)))[0] != score:
+        text = f"{score:.9g}"
+    return text

@@ -158,6 +158,18 @@ def test_trec_and_parquet_inputs_agree(datasets, tmp_path):
     assert from_trec.aggregate == from_parquet.aggregate
 
 
+def test_trec_export_keeps_float32_scores_apart(datasets):
+    # SciFact claim 873 has two BM25 scores one float32 step apart (3.78898287, 3.78898263) at
+    # ranks 10 and 11; six decimals would print both as 3.788983, and trec_eval's tie order
+    # (doc id descending) would then push the relevant one out of the top 10.
+    paths = helpers.scifact(datasets)
+    out = helpers.bm25(paths)
+    qrels = read_qrels(paths["qrels"])
+    parquet, trec = read_run(out["run"]), read_run(out["trec"])
+    assert trec.column("score").equals(parquet.column("score"))
+    assert evaluate_run(trec, qrels).per_query == evaluate_run(parquet, qrels).per_query
+
+
 def test_paired_ttest_equals_scipy():
     a = [0.5, 0.2, 0.9, 0.4, 0.7]
     b = [0.3, 0.25, 0.6, 0.4, 0.1]
