@@ -32,6 +32,7 @@ class EncoderModel(RetrievalModel):
 
     def __init__(self, config: ModelConfig, backbone: nn.Module, tokenizer) -> None:
         super().__init__()
+        _validate(config)
         self.config = config
         self.backbone = backbone
         self._tokenizer = tokenizer
@@ -151,6 +152,16 @@ def merge_attentions(
     first: list[dict[str, Tensor]], second: list[dict[str, Tensor]]
 ) -> list[dict[str, Tensor]]:
     return [{**a, **b} for a, b in zip(first, second)]
+
+
+def _validate(config: ModelConfig) -> None:
+    if config.pooling not in ("cls", "mean"):
+        raise ValueError(f"pooling must be 'cls' or 'mean', not {config.pooling!r}")
+    for name in ("query_max_length", "passage_max_length"):
+        if int(getattr(config, name)) < 2:
+            raise ValueError(f"{name} must be at least 2 (room for the special tokens)")
+    if any(int(d) < 1 for d in config.appended_linear):
+        raise ValueError(f"appended_linear dimensions must be positive, got {config.appended_linear}")
 
 
 def _cpu_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ PASSAGES = [
 
 
 def make(backbone: Path, architecture: str, **kwargs):
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # appended linear layers and the CE head are random-initialised
     return build_model(ModelConfig(architecture=architecture, backbone=str(backbone), **kwargs))
 
 
@@ -79,6 +79,9 @@ def test_layer_selection_is_validated(tiny_bert):
             model(batch, layers=bad)
     with pytest.raises(ValueError, match="Q\\*G"):
         model.prepare(QUERIES, PASSAGES[:5])
+    for bad_config in ({"pooling": "max"}, {"appended_linear": [0]}, {"architecture": "xx"}):
+        with pytest.raises(ValueError, match="pooling|appended_linear|architecture"):
+            make(tiny_bert, **{"architecture": "de", **bad_config})
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
