@@ -36,7 +36,7 @@ DOCKERFILES = {
 MLFLOW_SERVER_IMAGE = "lead-mlflow-server"
 CONSTRAINTS = IMAGES / "constraints.txt"
 # What the images install besides the faiss variant; keep in step with the Dockerfiles.
-IMAGE_EXTRAS = ("faiss-cpu", "tracking", "pipeline", "report")
+IMAGE_EXTRAS = ("faiss-cpu", "tracking", "pipeline", "report", "models")
 CONTEXT = ("pyproject.toml", "README.md", "lead_core", "images")
 SKIPPED_IN_CONTEXT = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 # The CUDA image's faiss and the CUDA 12 libraries it loads: not installed on CPU machines, so
