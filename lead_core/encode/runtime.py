@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -25,10 +26,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def inference_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (the encoder's matmuls in bf16), nothing on CPU (fp32)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def inference_precision(
+    device: torch.device, precision: Precision = "auto"
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast ("auto": on GPU only – the encoder's matmuls in bf16), or plain fp32."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

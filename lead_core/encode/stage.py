@@ -30,6 +30,7 @@ from lead_core.config import to_dict
 from lead_core.data.schema import CORPUS, QUERIES, SchemaError, iter_batches, read_metadata
 from lead_core.data.text import passage_texts
 from lead_core.encode.runtime import (
+    Precision,
     inference_precision,
     load_for_inference,
     max_length_override,
@@ -57,6 +58,10 @@ class Config:
     dtype: Literal["float16", "float32"] = field(
         default="float16", metadata={"help": "stored vector precision"}
     )
+    precision: Precision = field(
+        default="auto",
+        metadata={"help": "encoder arithmetic: auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16"},
+    )
 
 
 def token_lengths(model: RetrievalModel, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -83,6 +88,7 @@ def encode_texts(
     max_length: int | None = None,
     device: torch.device | None = None,
     progress: tqdm | None = None,
+    precision: Precision = "auto",
 ) -> np.ndarray:
     """[n, output_size] float32 embeddings of `texts`, row i for texts[i].
 
@@ -96,7 +102,7 @@ def encode_texts(
         limit = model.config.query_max_length if is_query else model.config.passage_max_length
         order = np.argsort(-token_lengths(model, texts, limit), kind="stable")
         out: np.ndarray | None = None
-        with torch.inference_mode(), inference_precision(device):
+        with torch.inference_mode(), inference_precision(device, precision):
             for start in range(0, len(texts), batch_size):
                 rows = order[start : start + batch_size]
                 vectors = model.encode([texts[i] for i in rows], is_query=is_query).float().cpu().numpy()
@@ -178,7 +184,9 @@ def encode_shards(
             texts = passage_texts(batch.column("title").to_pylist(), batch.column("text").to_pylist())
         else:
             texts = batch.column("text").to_pylist()
-        vectors = encode_texts(model, texts, is_query, config.batch_size, config.max_length, device, progress)
+        vectors = encode_texts(
+            model, texts, is_query, config.batch_size, config.max_length, device, progress, config.precision
+        )
         write_shard(directory / shard_name(chunk), ids, vectors, config.dtype, to_dict(config))
     progress.close()
     return num_shards

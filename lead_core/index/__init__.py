@@ -74,6 +74,7 @@ def build_index(
             "num_vectors": int(index.ntotal),
             "embeddings_dtype": emb_meta["dtype"],
             "embeddings": str(embeddings),
+            "model": emb_meta["config"].get("model"),  # the encoder, for search's sanity check
             "config": dict(config or {}),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -120,6 +121,14 @@ def run_table(query_ids: list[str], doc_ids: pa.Array, scores: np.ndarray, rows:
     )
 
 
+def _check_dim(model_dim: int, index_dim: int, config: Config) -> None:
+    if model_dim != index_dim:
+        raise ValueError(
+            f"{config.model} makes {model_dim}-d query vectors but the index {config.index} holds "
+            f"{index_dim}-d vectors: search with the model that encoded the corpus"
+        )
+
+
 def run(config: Config) -> dict[str, Any]:
     from lead_core.encode import encode_texts, load_for_inference, resolve_device
     from lead_core.index import load_index
@@ -131,8 +140,17 @@ def run(config: Config) -> dict[str, Any]:
         queries = read_table(config.queries, QUERIES)
         if queries.num_rows == 0:
             raise ValueError(f"{config.queries}: no queries")
+        if meta.get("model") and Path(meta["model"]).resolve() != Path(config.model).resolve():
+            log.warning(
+                "search: the index %s was encoded with %s, the queries are encoded with %s; "
+                "scores are only meaningful when both are the same model",
+                config.index,
+                meta["model"],
+                config.model,
+            )
         device = resolve_device(config.device)
         model = load_for_inference(config.model, device, architectures=("de",), stage="search")
+        _check_dim(getattr(model, "output_size", index.d), index.d, config)  # before encoding
         query_ids = queries.column("query_id").to_pylist()
         vectors = encode_texts(
             model,
@@ -142,11 +160,7 @@ def run(config: Config) -> dict[str, Any]:
             max_length=config.max_length,
             device=device,
         )
-        if vectors.shape[1] != index.d:
-            raise ValueError(
-                f"{config.model} makes {vectors.shape[1]}-d query vectors but the index {config.index} holds "
-                f"{index.d}-d vectors: search with the model that encoded the corpus"
-            )
+        _check_dim(vectors.shape[1], index.d, config)
         searcher = to_search_device(index, config.use_gpu, float16=meta["embeddings_dtype"] == "float16")
         if searcher is not index and min(config.k, index.ntotal) > GPU_MAX_K:
             raise ValueError(
