@@ -1,0 +1,34 @@
+"""KFP components of the LEAD pipeline: one lightweight component per stage, no logic.
+
+Each component imports its lead_core stage inside the function and makes one call; artifact folders
+name their files (corpus.parquet, run.parquet, groups.parquet, ...). GPU requests, tolerations and
+CPU/memory requests are set where the pipeline places each task (pipelines/lead_msmarco.py).
+"""
+
+from components.backbone import backbone
+from components.bm25 import bm25
+from components.encode import encode
+from components.evaluate import evaluate
+from components.index import index
+from components.ingest import ingest
+from components.mine import mine
+from components.rerank import rerank
+from components.search import search
+from components.train import distill, train
+
+ALL = (ingest, backbone, bm25, train, distill, encode, index, search, mine, rerank, evaluate)
+
+__all__ = [
+    "ALL",
+    "backbone",
+    "bm25",
+    "distill",
+    "encode",
+    "evaluate",
+    "index",
+    "ingest",
+    "mine",
+    "rerank",
+    "search",
+    "train",
+]

@@ -1,0 +1,19 @@
+"""Component: materialise an initial backbone (folder, hub id, package, tiny or truncated) (lead_core.backbones)."""
+
+from kfp import dsl
+from kfp.dsl import Model, Output
+
+from components._image import BASE_IMAGE_CPU
+
+
+@dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
+def backbone(source: str, model: Output[Model]):
+    """Write the Hugging Face backbone named by `source` to the model folder.
+
+    Args:
+        source: a folder or hub id, package:<module>, tiny:<bert|mpnet>:<layers>:<hidden>[:<seed>], or truncate:<layers>:<source>.
+        model: output backbone folder (config, safetensors weights, tokenizer).
+    """
+    from lead_core.backbones import Config, run
+
+    run(Config(source=source, out=model.path))

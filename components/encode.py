@@ -1,0 +1,20 @@
+"""Component: embeddings of a corpus with a dual encoder (lead_core.encode)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components._image import BASE_IMAGE_CUDA
+
+
+@dsl.component(base_image=BASE_IMAGE_CUDA, install_kfp_package=False)
+def encode(model: Input[Model], data: Input[Dataset], embeddings: Output[Dataset]):
+    """Encode every passage of the corpus.
+
+    Args:
+        model: a saved dual-encoder (de) lead model directory.
+        data: ingested split holding corpus.parquet.
+        embeddings: output embeddings directory (Parquet shards and meta.json).
+    """
+    from lead_core.encode import Config, run
+
+    run(Config(model=model.path, input=data.path + "/corpus.parquet", out=embeddings.path, is_query=False))

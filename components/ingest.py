@@ -1,0 +1,26 @@
+"""Component: read one split of an MS MARCO or BEIR dataset into Parquet (lead_core.data.ingest)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components._image import BASE_IMAGE_CPU
+
+
+@dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
+def ingest(source: str, layout: str, split: str, drop_unknown_qrels: bool, data: Output[Dataset]):
+    """Read a dataset split into corpus.parquet, queries.parquet and qrels.parquet.
+
+    Args:
+        source: dataset folder or URI (local path, http(s)/s3/gs, .zip/.tar.gz archive, or beir:<name>).
+        layout: file layout of the dataset: msmarco or beir.
+        split: query split to read, e.g. train, dev, test, dl19.
+        drop_unknown_qrels: drop qrels naming documents outside the corpus (pooled corpora) instead of failing.
+        data: output folder holding corpus.parquet, queries.parquet and qrels.parquet.
+    """
+    from lead_core.data.ingest import Config, run
+
+    run(
+        Config(
+            source=source, layout=layout, split=split, out=data.path, drop_unknown_qrels=drop_unknown_qrels
+        )
+    )

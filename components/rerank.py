@@ -1,0 +1,33 @@
+"""Component: a ColBERT, cross-encoder or dual-encoder model re-scores a run's top-k (lead_core.rerank)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components._image import BASE_IMAGE_CUDA
+
+
+@dsl.component(base_image=BASE_IMAGE_CUDA, install_kfp_package=False)
+def rerank(model: Input[Model], run: Input[Dataset], data: Input[Dataset], k: int, reranked: Output[Dataset]):
+    """Re-score each query's top-k of the run with the model (how CB/CE teachers are evaluated).
+
+    Args:
+        model: a saved lead model directory (cb, ce or de).
+        run: run folder holding run.parquet (e.g. the phase-1 DE's top-k for the evaluation queries).
+        data: ingested split holding corpus.parquet and queries.parquet.
+        k: re-score each query's first k results.
+        reranked: output folder holding run.parquet and run.trec.
+    """
+    from lead_core.rerank import Config
+    from lead_core.rerank import run as rerank_run
+
+    rerank_run(
+        Config(
+            model=model.path,
+            run=run.path + "/run.parquet",
+            corpus=data.path + "/corpus.parquet",
+            queries=data.path + "/queries.parquet",
+            out_run=reranked.path + "/run.parquet",
+            out_trec=reranked.path + "/run.trec",
+            k=k,
+        )
+    )

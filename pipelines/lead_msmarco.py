@@ -1,0 +1,522 @@
+"""The LEAD pipeline (paper §4.2.2) as a Kubeflow Pipelines v2 DAG, and a CLI to run, compile or submit it.
+
+    ingest(train) ─ bm25 (BM25/random negatives) ─ train phase-1 DE ─ encode ─ index ─ search(train) ─ mine
+    ingest(eval)                                                          └─ search(eval) ─┐           │
+          ┌──────────────────── teacher warm-up ◀──────────────────────────────────────────┼───────────┤
+          │                     student warm-up ◀──────────────────────────────────────────┼───────────┘
+          └─▶ distill (LEAD/RD/FD) ─ encode ─ index ─ search(eval) ─ evaluate "student"   │
+    teachers (warm, and after joint LEAD) rerank the phase-1 DE's eval top-k ◀─────────────┘ ─ evaluate
+    baselines: BM25, the phase-1 DE and the warm student (no distillation) are evaluated too.
+
+Usage:
+    python pipelines/lead_msmarco.py --local [--profile cpu] [--dataset URI] [--workdir DIR]
+                                     [--set tau_l=5 ...] [--force distill ...]
+    python pipelines/lead_msmarco.py --compile lead.yaml [--profile msmarco] [--mlflow-uri URI]
+    python pipelines/lead_msmarco.py --submit --endpoint URL [--profile gpu --model-dir /models]
+
+Locally every task runs in a subprocess of this Python (kfp.local's SubprocessRunner, nothing is
+pip-installed) with caching on: a task whose component, image, command and inputs (input artifact
+URIs included) are unchanged is served from the cache, so changing one stage's parameter re-runs
+that stage and what depends on it. `--force STAGE` disables the cache for one stage (its
+descendants then re-run too, because its outputs get new URIs). Failed tasks are never cached.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from kfp import compiler, dsl, kubernetes  # noqa: E402
+from kfp.dsl import Metrics  # noqa: E402
+
+import components as c  # noqa: E402
+from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
+
+PIPELINE_NAME = "lead-msmarco"
+GPU_COMPONENTS = frozenset({"train", "distill", "encode", "search", "rerank"})
+# (cpu, memory) requests per component, sized for the msmarco profile (8.8M passages).
+RESOURCES: dict[str, tuple[str, str]] = {
+    "ingest": ("2", "8Gi"),
+    "backbone": ("1", "8Gi"),
+    "bm25": ("4", "48Gi"),
+    "mine": ("2", "16Gi"),
+    "index": ("4", "64Gi"),
+    "evaluate": ("2", "16Gi"),
+    "train": ("8", "64Gi"),
+    "distill": ("8", "64Gi"),
+    "encode": ("8", "32Gi"),
+    "search": ("8", "64Gi"),
+    "rerank": ("8", "32Gi"),
+}
+MLFLOW_CONFIG_MAP = "lead-mlflow"  # optional ConfigMap (deploy/) with key tracking_uri
+D = MSMARCO  # parameter defaults: the msmarco profile
+
+
+class Results(NamedTuple):
+    """The pipeline's outputs: one Metrics artifact per evaluated system (rows of the final table)."""
+
+    bm25: Metrics
+    phase1: Metrics
+    teacher: Metrics
+    teacher_distilled: Metrics
+    student_warm: Metrics
+    student: Metrics
+
+
+SYSTEMS = {
+    "bm25": "BM25",
+    "phase1": "phase-1 DE",
+    "teacher": "teacher (warm, rerank)",
+    "teacher_distilled": "teacher after distillation (rerank)",
+    "student_warm": "student (warm-up only)",
+    "student": "student (distilled)",
+}
+
+
+def code_fingerprint() -> str:
+    """A hash of lead_core's and the components' sources: local cache entries die with code changes."""
+    digest = hashlib.sha256()
+    for folder in ("lead_core", "components"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_pipeline(
+    force: frozenset[str] | set[str] = frozenset(),
+    mlflow_tracking_uri: str = "",
+    fingerprint: str = "",
+) -> tuple[Any, dict[str, str]]:
+    """The pipeline, and its stage names -> compiled task names.
+
+    `force`: stage names (keys of the returned dict) whose cache is disabled. `mlflow_tracking_uri`:
+    set as MLFLOW_TRACKING_URI on every task (a pipeline parameter cannot feed an environment
+    variable in KFP v2); when empty, tasks read it from the optional ConfigMap `lead-mlflow`.
+    `fingerprint`: set as LEAD_CODE_FINGERPRINT on every task (part of the local cache key).
+    """
+    stages: dict[str, str] = {}
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def lead_pipeline(
+        dataset_uri: str = D["dataset_uri"],
+        dataset_layout: str = D["dataset_layout"],
+        train_split: str = D["train_split"],
+        eval_split: str = D["eval_split"],
+        drop_unknown_qrels: bool = D["drop_unknown_qrels"],
+        phase1_model: str = D["phase1_model"],
+        teacher_model: str = D["teacher_model"],
+        student_model: str = D["student_model"],
+        teacher_type: str = D["teacher_type"],
+        negatives: str = D["negatives"],
+        bm25_k: int = D["bm25_k"],
+        negative_pool: int = D["negative_pool"],
+        phase1_steps: int = D["phase1_steps"],
+        phase1_lr: float = D["phase1_lr"],
+        search_k: int = D["search_k"],
+        mine_depth: int = D["mine_depth"],
+        mine_skip: int = D["mine_skip"],
+        warmup_steps: int = D["warmup_steps"],
+        teacher_lr: float = D["teacher_lr"],
+        student_lr: float = D["student_lr"],
+        method: str = D["method"],
+        k: int = D["k"],
+        tau_d: float = D["tau_d"],
+        tau_l: float = D["tau_l"],
+        reweight: bool = D["reweight"],
+        joint: bool = D["joint"],
+        selection: str = D["selection"],
+        distill_steps: int = D["distill_steps"],
+        distill_lr: float = D["distill_lr"],
+        batch_size: int = D["batch_size"],
+        train_negatives: int = D["train_negatives"],
+        seed: int = D["seed"],
+        train_options: dict = D["train_options"],
+        rerank_k: int = D["rerank_k"],
+        metrics: list = D["metrics"],
+        relevance_level: int = D["relevance_level"],
+        accelerator_type: str = D["accelerator_type"],
+        gpu_count: int = D["gpu_count"],
+    ) -> Results:
+        """Args:
+        dataset_uri: dataset folder or URI (MS MARCO or BEIR layout; local, http(s), s3, gs, archives).
+        dataset_layout: msmarco or beir.
+        train_split: query split to train on.
+        eval_split: query split to evaluate on.
+        drop_unknown_qrels: drop qrels outside the corpus (pooled corpora) instead of failing.
+        phase1_model: backbone source of the phase-1 dual encoder (see lead_core.backbones).
+        teacher_model: backbone source of the teacher.
+        student_model: backbone source of the dual-encoder student.
+        teacher_type: teacher architecture: cb (ColBERT), ce (cross-encoder) or de (dual encoder).
+        negatives: phase-1 negatives: bm25 or random.
+        bm25_k: BM25 run depth for the phase-1 groups.
+        negative_pool: negatives kept per query by BM25/random and by mining (the pool sampled from).
+        phase1_steps: optimizer steps of the phase-1 DE.
+        phase1_lr: learning rate of the phase-1 DE.
+        search_k: retrieval depth of the evaluation runs.
+        mine_depth: mine hard negatives from the phase-1 DE's top mine_depth.
+        mine_skip: leave the first mine_skip ranks out of mining.
+        warmup_steps: optimizer steps of each warm-up.
+        teacher_lr: learning rate of the teacher warm-up.
+        student_lr: learning rate of the student warm-up.
+        method: distillation method: lead, rd or fd.
+        k: LEAD: layer pairs distilled per step (K).
+        tau_d: distillation temperature.
+        tau_l: LEAD: layer re-weighting temperature (Eq. 7).
+        reweight: LEAD: re-weight the selected layers.
+        joint: LEAD: train teacher and student jointly.
+        selection: LEAD layer selection: random, weighted, last or skip.
+        distill_steps: optimizer steps of the distillation.
+        distill_lr: learning rate of the distillation.
+        batch_size: queries per micro-batch in every training run.
+        train_negatives: negatives per query in every training batch.
+        seed: seed of every stage.
+        train_options: further lead_core.train.Config fields for every training run.
+        rerank_k: teachers rerank the phase-1 DE's top rerank_k.
+        metrics: ir_measures names to evaluate.
+        relevance_level: lowest qrels grade counted relevant by binary measures.
+        accelerator_type: accelerator resource of the GPU stages, e.g. nvidia.com/gpu.
+        gpu_count: accelerators per GPU stage.
+        """
+
+        def place(name: str, task: dsl.PipelineTask) -> dsl.PipelineTask:
+            """Name the task, request its resources (GPUs for GPU stages) and wire its environment."""
+            component = task.component_spec.name
+            cpu, memory = RESOURCES[component]
+            task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+            if component in GPU_COMPONENTS:
+                task.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
+                kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+            if mlflow_tracking_uri:
+                task.set_env_variable("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
+            else:
+                kubernetes.use_config_map_as_env(
+                    task, MLFLOW_CONFIG_MAP, {"tracking_uri": "MLFLOW_TRACKING_URI"}, optional=True
+                )
+            # The KFP run id, to group stage runs in MLflow (from a pod label: in no cache key).
+            kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
+            if fingerprint:
+                task.set_env_variable("LEAD_CODE_FINGERPRINT", fingerprint)
+            if name in force:
+                task.set_caching_options(False)
+            if name in stages:
+                raise ValueError(f"stage name {name!r} used twice")
+            stages[name] = task.name
+            return task
+
+        train_data = place(
+            "ingest-train",
+            c.ingest(
+                source=dataset_uri,
+                layout=dataset_layout,
+                split=train_split,
+                drop_unknown_qrels=drop_unknown_qrels,
+            ),
+        ).outputs["data"]
+        eval_data = place(
+            "ingest-eval",
+            c.ingest(
+                source=dataset_uri,
+                layout=dataset_layout,
+                split=eval_split,
+                drop_unknown_qrels=drop_unknown_qrels,
+            ),
+        ).outputs["data"]
+        inits = {
+            role: place(f"backbone-{role}", c.backbone(source=source)).outputs["model"]
+            for role, source in (
+                ("phase1", phase1_model),
+                ("teacher", teacher_model),
+                ("student", student_model),
+            )
+        }
+
+        # Phase 1: a dual encoder on BM25 (or random) negatives.
+        bm25_train = place(
+            "bm25-train",
+            c.bm25(data=train_data, k=bm25_k, negatives=negatives, num_negatives=negative_pool, seed=seed),
+        )
+        batch = {"batch_size": batch_size, "num_negatives": train_negatives, "seed": seed}
+        phase1 = place(
+            "phase1",
+            c.train(
+                groups=bm25_train.outputs["groups"],
+                data=train_data,
+                init=inits["phase1"],
+                options=train_options,
+                params={"architecture": "de", "max_steps": phase1_steps, "lr": phase1_lr, **batch},
+            ),
+        ).outputs["model"]
+        phase1_index = place(
+            "phase1-index",
+            c.index(
+                embeddings=place("phase1-encode", c.encode(model=phase1, data=train_data)).outputs[
+                    "embeddings"
+                ]
+            ),
+        ).outputs["index"]
+        train_run = place(
+            "phase1-search-train", c.search(index=phase1_index, model=phase1, data=train_data, k=mine_depth)
+        ).outputs["run"]
+        phase1_eval_run = place(
+            "phase1-search-eval", c.search(index=phase1_index, model=phase1, data=eval_data, k=search_k)
+        ).outputs["run"]
+        hard = place(
+            "mine",
+            c.mine(
+                run=train_run,
+                data=train_data,
+                depth=mine_depth,
+                skip=mine_skip,
+                num_negatives=negative_pool,
+                seed=seed,
+            ),
+        ).outputs["groups"]
+
+        # Phase 2: teacher and student warm-ups on the mined negatives (independent: they run in parallel).
+        teacher_warm = place(
+            "teacher-warmup",
+            c.train(
+                groups=hard,
+                data=train_data,
+                init=inits["teacher"],
+                options=train_options,
+                params={"architecture": teacher_type, "max_steps": warmup_steps, "lr": teacher_lr, **batch},
+            ),
+        ).outputs["model"]
+        student_warm = place(
+            "student-warmup",
+            c.train(
+                groups=hard,
+                data=train_data,
+                init=inits["student"],
+                options=train_options,
+                params={"architecture": "de", "max_steps": warmup_steps, "lr": student_lr, **batch},
+            ),
+        ).outputs["model"]
+
+        # Phase 3: distillation.
+        distilled = place(
+            "distill",
+            c.distill(
+                groups=hard,
+                data=train_data,
+                student=student_warm,
+                teacher=teacher_warm,
+                options=train_options,
+                params={
+                    "method": method,
+                    "k": k,
+                    "tau_d": tau_d,
+                    "tau_l": tau_l,
+                    "reweight": reweight,
+                    "joint": joint,
+                    "selection": selection,
+                    "max_steps": distill_steps,
+                    "lr": distill_lr,
+                    **batch,
+                },
+            ),
+        )
+
+        def retrieve(name: str, model):
+            """The model's top search_k for the evaluation queries (corpus encoded and indexed)."""
+            embeddings = place(f"{name}-encode", c.encode(model=model, data=eval_data)).outputs["embeddings"]
+            built = place(f"{name}-index", c.index(embeddings=embeddings)).outputs["index"]
+            return place(
+                f"{name}-search", c.search(index=built, model=model, data=eval_data, k=search_k)
+            ).outputs["run"]
+
+        def rerank(name: str, model):
+            return place(
+                f"{name}-rerank", c.rerank(model=model, run=phase1_eval_run, data=eval_data, k=rerank_k)
+            ).outputs["reranked"]
+
+        runs = {
+            "bm25": place(
+                "bm25-eval", c.bm25(data=eval_data, k=search_k, negatives="bm25", num_negatives=1, seed=seed)
+            ).outputs["run"],
+            "phase1": phase1_eval_run,
+            "teacher": rerank("teacher", teacher_warm),
+            "teacher_distilled": rerank("teacher-distilled", distilled.outputs["teacher_out"]),
+            "student_warm": retrieve("student-warm", student_warm),
+            "student": retrieve("student", distilled.outputs["model"]),
+        }
+        baselines = {"student": runs["student_warm"], "teacher_distilled": runs["teacher"]}
+        results = {}
+        for system, run in runs.items():
+            extra = {"baseline": baselines[system]} if system in baselines else {}
+            task = place(
+                f"evaluate-{system.replace('_', '-')}",
+                c.evaluate(
+                    run=run,
+                    data=eval_data,
+                    name=SYSTEMS[system],
+                    measures=metrics,
+                    relevance_level=relevance_level,
+                    **extra,
+                ),
+            )
+            results[system] = task.outputs["metrics"]
+        return Results(**results)
+
+    return lead_pipeline, stages
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs -> pipeline parameters, each value read as its default's type."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in MSMARCO:
+            raise SystemExit(f"--set {item!r}: expected key=value with key one of {sorted(MSMARCO)}")
+        default = MSMARCO[key]
+        value = yaml.safe_load(text) if isinstance(default, (list, dict, bool)) else text
+        try:
+            values[key] = type(default)(value) if not isinstance(default, (list, dict)) else value
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"--set {item!r}: {err}") from err
+        if not isinstance(values[key], type(default)):
+            raise SystemExit(f"--set {item!r}: expected a {type(default).__name__}")
+    return values
+
+
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = parse_sets(args.set or [])
+    if args.dataset:
+        dataset = args.dataset
+        overrides["dataset_uri"] = str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
+    return profile(args.profile, model_dir=args.model_dir, **overrides)
+
+
+def executed_tasks(run_dir: Path) -> list[str]:
+    """Tasks that ran in one local pipeline run: cache hits create no task folder."""
+    return sorted(p.name for p in run_dir.iterdir() if p.is_dir()) if run_dir.is_dir() else []
+
+
+def metric_rows(outputs: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {SYSTEMS[name]: dict(outputs[name].metadata) for name in SYSTEMS}
+
+
+def run_local(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the pipeline through kfp.local; print and return the metric table."""
+    from kfp import local
+
+    from lead_core.evaluate import format_table
+    from lead_core.tracking import TRACKING_URI_ENV, local_default_uri, pipeline_run
+
+    values = parameters(args)
+    workdir = Path(args.workdir).resolve()
+    pipeline_root, cache_root = workdir / "pipeline_root", workdir / "cache"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    # The subprocesses inherit this environment; none of it enters a cache key.
+    os.environ.setdefault(TRACKING_URI_ENV, local_default_uri(workdir))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    pipeline, stages = build_pipeline(force=frozenset(args.force or ()), fingerprint=code_fingerprint())
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=True,
+        cache_root=str(cache_root),
+        raise_on_error=True,
+    )
+    before = {p.name for p in pipeline_root.iterdir()}
+    start = time.time()
+    with pipeline_run("lead_msmarco", {"profile": args.profile, **values}) as parent:
+        task = pipeline(**values)
+        rows = metric_rows(task.outputs)
+        parent.log_metrics({f"{system}/{m}": v for system, ms in rows.items() for m, v in ms.items()})
+    wall = time.time() - start
+    new_dirs = sorted({p.name for p in pipeline_root.iterdir()} - before)
+    run_dir = pipeline_root / new_dirs[-1] if new_dirs else pipeline_root
+    executed = executed_tasks(run_dir)
+    by_task = {task_name: stage for stage, task_name in stages.items()}
+    summary = {
+        "profile": args.profile,
+        "parameters": values,
+        "metrics": rows,
+        "run_dir": str(run_dir),
+        "executed": sorted(by_task.get(t, t) for t in executed),
+        "cached": sorted(s for s, t in stages.items() if t not in executed),
+        "wall_s": round(wall, 1),
+        "tracking_uri": os.environ[TRACKING_URI_ENV],
+    }
+    print(
+        f"\nLEAD pipeline, profile {args.profile}, {values['dataset_uri']} ({values['eval_split']}): {wall:.0f} s"
+    )
+    print(
+        f"executed {len(summary['executed'])} stages, {len(summary['cached'])} from cache: {summary['cached']}"
+    )
+    print(format_table(rows, title="system"))
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--local", action="store_true", help="run locally through kfp.local (caching on)")
+    mode.add_argument("--compile", metavar="FILE", help="write the pipeline spec (YAML) for `kfp run create`")
+    mode.add_argument("--submit", action="store_true", help="submit a run to a KFP endpoint (kfp.Client)")
+    mode.add_argument("--list-stages", action="store_true", help="print the stage names (for --force)")
+    parser.add_argument(
+        "--profile", choices=PROFILES, default="cpu", help="parameter defaults (lead_core.profiles)"
+    )
+    parser.add_argument("--dataset", help="dataset folder or URI (overrides the profile's)")
+    parser.add_argument(
+        "--model-dir", default=DEFAULT_MODEL_DIR, help="where the gpu profile finds all-mpnet-base-v2"
+    )
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one pipeline parameter")
+    parser.add_argument("--force", action="append", metavar="STAGE", help="re-run this stage (cache off)")
+    parser.add_argument(
+        "--workdir", default="local_outputs", help="local: pipeline root, cache and mlflow.db"
+    )
+    parser.add_argument("--summary-json", help="local: also write metrics and executed stages as JSON")
+    parser.add_argument("--endpoint", help="submit: KFP API endpoint URL")
+    parser.add_argument("--experiment", default="lead", help="submit: KFP experiment name")
+    parser.add_argument("--mlflow-uri", default="", help="compile/submit: MLFLOW_TRACKING_URI of every task")
+    args = parser.parse_args(argv)
+
+    _, stages = build_pipeline()
+    unknown = sorted(set(args.force or ()) - set(stages))
+    if unknown:
+        parser.error(f"--force: unknown stage(s) {unknown}; stages are {sorted(stages)}")
+    if args.list_stages:
+        print("\n".join(stages))
+        return 0
+    if args.local:
+        run_local(args)
+        return 0
+    values = parameters(args)
+    pipeline, _ = build_pipeline(force=frozenset(args.force or ()), mlflow_tracking_uri=args.mlflow_uri)
+    if args.compile:
+        compiler.Compiler().compile(pipeline, args.compile, pipeline_parameters=values)
+        print(f"wrote {args.compile} (profile {args.profile})")
+        return 0
+    if not args.endpoint:
+        parser.error("--submit needs --endpoint URL")
+    from kfp import Client
+
+    run = Client(host=args.endpoint).create_run_from_pipeline_func(
+        pipeline, arguments=values, experiment_name=args.experiment, run_name=f"lead-{args.profile}"
+    )
+    print(f"submitted run {run.run_id} to {args.endpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

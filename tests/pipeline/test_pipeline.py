@@ -1,0 +1,215 @@
+"""The KFP pipeline: components compile, GPUs go exactly to the GPU stages, and a local smoke run
+caches so that changing one distillation parameter re-runs distillation and its descendants only."""
+
+import gzip
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+
+import components
+from lead_core.profiles import MSMARCO, PARAMETERS, PROFILES, profile
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "pipelines" / "lead_msmarco.py"
+GPU_COMPONENTS = {"train", "distill", "encode", "search", "rerank"}
+
+
+def _load_pipeline_module():
+    spec = importlib.util.spec_from_file_location("lead_msmarco", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lead_msmarco = _load_pipeline_module()
+
+
+def _compile(tmp_path, pipeline_or_component, name="spec.yaml", **kwargs):
+    path = tmp_path / name
+    compiler.Compiler().compile(pipeline_or_component, str(path), **kwargs)
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+@pytest.mark.parametrize("component", components.ALL, ids=lambda c: c.name)
+def test_every_component_compiles_with_a_pinned_image_and_documented_inputs(tmp_path, component):
+    from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA
+    from lead_core import __version__
+
+    (spec,) = _compile(tmp_path, component)
+    (executor,) = spec["deploymentSpec"]["executors"].values()
+    image = executor["container"]["image"]
+    expected = BASE_IMAGE_CUDA if component.name in GPU_COMPONENTS else BASE_IMAGE_CPU
+    assert image == expected and image.rsplit(":", 1)[1].startswith(__version__)
+    # Nothing is pip-installed at run time: the image (or the local venv) holds lead_core and kfp.
+    assert "pip install" not in " ".join(executor["container"]["command"])
+    interface = component.component_spec
+    undocumented = [name for name, input_ in interface.inputs.items() if not input_.description]
+    assert not undocumented, f"{component.name}: inputs without a docstring entry: {undocumented}"
+
+
+def _tasks_by_component(spec):
+    """task name -> (component name without its -N suffix, executor label)."""
+    components_ = spec["components"]
+    out = {}
+    for task_name, task in spec["root"]["dag"]["tasks"].items():
+        comp_name = task["componentRef"]["name"]
+        executor = components_[comp_name]["executorLabel"]
+        base = comp_name.removeprefix("comp-").rsplit("-", 1)
+        kind = base[0] if len(base) == 2 and base[1].isdigit() else "-".join(base)
+        out[task_name] = (kind, executor)
+    return out
+
+
+def test_compiled_pipeline_requests_gpus_exactly_for_the_gpu_stages(tmp_path):
+    pipeline, stages = lead_msmarco.build_pipeline()
+    spec, platform = _compile(tmp_path, pipeline, pipeline_parameters=profile("gpu"))
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = _tasks_by_component(spec)
+    assert set(tasks) == set(stages.values())
+    kinds = {kind for kind, _ in tasks.values()}
+    assert GPU_COMPONENTS <= kinds and {"ingest", "bm25", "mine", "index", "evaluate", "backbone"} <= kinds
+    for task_name, (kind, executor) in tasks.items():
+        resources = executors[executor]["container"]["resources"]
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"], task_name
+        tolerations = k8s.get(executor, {}).get("tolerations", [])
+        if kind in GPU_COMPONENTS:
+            accelerator = resources["accelerator"]
+            assert "accelerator_type" in accelerator["resourceType"], task_name
+            assert "gpu_count" in accelerator["resourceCount"], task_name
+            assert tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        else:
+            assert "accelerator" not in resources, task_name
+            assert not tolerations, task_name
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
+    assert params["teacher_model"]["defaultValue"] == "/models/all-mpnet-base-v2"
+
+
+def test_profiles_cover_exactly_the_pipeline_parameters_and_import_without_kfp():
+    import inspect
+
+    pipeline, _ = lead_msmarco.build_pipeline()
+    names = list(inspect.signature(pipeline.pipeline_func).parameters)
+    assert names == list(PARAMETERS)
+    for name in PROFILES:
+        values = profile(name)
+        assert set(values) == set(MSMARCO)
+        assert all(isinstance(values[key], type(MSMARCO[key])) for key in MSMARCO), name
+    assert profile("msmarco")["k"] == 5 and profile("msmarco")["tau_l"] == 10.0
+    assert profile("gpu", model_dir="/m/")["teacher_model"] == "/m/all-mpnet-base-v2"
+    with pytest.raises(KeyError, match="known profiles"):
+        profile("nope")
+    with pytest.raises(KeyError, match="tau_x"):
+        profile("cpu", tau_x=1.0)
+    code = "import sys; sys.modules['kfp'] = None; import lead_core.profiles as p; print(len(p.PROFILES))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == str(len(PROFILES)), done.stderr
+
+
+def test_set_parses_values_as_the_parameter_type():
+    values = lead_msmarco.parse_sets(
+        ["tau_l=5", "k=3", "joint=false", "metrics=[nDCG@10]", "train_options={a: 1}"]
+    )
+    assert values == {"tau_l": 5.0, "k": 3, "joint": False, "metrics": ["nDCG@10"], "train_options": {"a": 1}}
+    with pytest.raises(SystemExit, match="tau_x"):
+        lead_msmarco.parse_sets(["tau_x=1"])
+    with pytest.raises(SystemExit):
+        lead_msmarco.parse_sets(["k=three"])
+
+
+def test_force_disables_the_cache_of_that_stage_only(tmp_path):
+    pipeline, stages = lead_msmarco.build_pipeline(force={"mine"})
+    (spec, _) = _compile(tmp_path, pipeline)
+    tasks = spec["root"]["dag"]["tasks"]
+    uncached = {name for name, task in tasks.items() if not task.get("cachingOptions", {}).get("enableCache")}
+    assert uncached == {stages["mine"]}
+
+
+def _descendants(spec, root_task):
+    """Tasks that depend on `root_task`, directly or not (from the compiled DAG)."""
+    children: dict[str, set[str]] = {}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        for parent in task.get("dependentTasks", []):
+            children.setdefault(parent, set()).add(name)
+    seen, todo = set(), [root_task]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def _scifact_subset(src: Path, dst: Path, train_queries=40, test_queries=30, extra_docs=400) -> Path:
+    """A small BEIR-layout SciFact: some queries of each split, their judged documents and a few others."""
+    (dst / "qrels").mkdir(parents=True)
+    keep_docs, keep_queries = set(), set()
+    for split, limit in (("train", train_queries), ("test", test_queries)):
+        lines = (src / "qrels" / f"{split}.tsv").read_text().splitlines()
+        header, rows = lines[0], [line.split("\t") for line in lines[1:] if line.strip()]
+        qids = list(dict.fromkeys(r[0] for r in rows))[:limit]
+        kept = [r for r in rows if r[0] in qids]
+        keep_queries.update(qids)
+        keep_docs.update(r[1] for r in kept)
+        (dst / "qrels" / f"{split}.tsv").write_text("\n".join([header, *("\t".join(r) for r in kept)]) + "\n")
+    with gzip.open(src / "corpus.jsonl.gz", "rt") as f, open(dst / "corpus.jsonl", "w") as out:
+        for line in f:
+            doc_id = json.loads(line)["_id"]
+            if doc_id in keep_docs or extra_docs > 0:
+                extra_docs -= doc_id not in keep_docs
+                out.write(line)
+    with open(src / "queries.jsonl") as f, open(dst / "queries.jsonl", "w") as out:
+        out.writelines(line for line in f if json.loads(line)["_id"] in keep_queries)
+    return dst
+
+
+def _run_cli(workdir: Path, dataset: Path, *extra: str) -> dict:
+    summary = workdir / f"summary-{len(list(workdir.glob('summary-*')))}.json"
+    cmd = [sys.executable, str(SCRIPT), "--local", "--profile", "smoke", "--dataset", str(dataset)]
+    cmd += ["--workdir", str(workdir), "--summary-json", str(summary), *extra]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert "student (distilled)" in done.stdout  # the printed metric table
+    return json.loads(summary.read_text())
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_locally_and_a_changed_tau_l_reruns_only_distill_and_after(tmp_path, scifact_dir):
+    dataset = _scifact_subset(scifact_dir, tmp_path / "scifact-subset")
+    workdir = tmp_path / "work"
+    first = _run_cli(workdir, dataset)
+    assert set(first["metrics"]) == set(lead_msmarco.SYSTEMS.values())
+    for system, values in first["metrics"].items():
+        assert set(values) == {"nDCG@10", "RR@10", "R@100"}, system
+        assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values.values()), (system, values)
+    # BM25 on real SciFact text finds judged documents; random tiny models are far worse.
+    assert first["metrics"]["BM25"]["nDCG@10"] > 0.3
+    assert not first["cached"], first["cached"]  # a fresh workdir: everything executed
+    assert (workdir / "mlflow.db").is_file()
+
+    second = _run_cli(workdir, dataset, "--set", "tau_l=5")
+    pipeline, stages = lead_msmarco.build_pipeline()
+    (spec, _) = _compile(tmp_path, pipeline)
+    by_task = {task: stage for stage, task in stages.items()}
+    expected = {"distill"} | {by_task[t] for t in _descendants(spec, stages["distill"])}
+    assert expected == {
+        "distill",
+        "student-encode",
+        "student-index",
+        "student-search",
+        "evaluate-student",
+        "teacher-distilled-rerank",
+        "evaluate-teacher-distilled",
+    }
+    assert set(second["executed"]) == expected
+    # Upstream results come from the cache: identical values.
+    for system in ("BM25", "phase-1 DE", "teacher (warm, rerank)", "student (warm-up only)"):
+        assert second["metrics"][system] == first["metrics"][system]
