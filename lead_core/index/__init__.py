@@ -39,6 +39,7 @@ class Config:
 
 
 def _faiss():
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines list CPU probes
     try:
         import faiss
     except ImportError as err:  # pragma: no cover - faiss is an extra

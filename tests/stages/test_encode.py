@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +21,8 @@ from lead_core.encode.stage import encode_shards, finalize
 from lead_core.encode.store import read_meta, write_meta, write_shard
 from lead_core.models import load_model
 from tests.stages.samples import PASSAGES, QUERY_TEXTS
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +169,48 @@ def test_encode_refuses_bad_inputs(tmp_path, de_model, ce_model, corpus_file):
     with pytest.raises(ValueError, match="no rows"):
         encode.run(encode.Config(model=str(de_model), input=str(empty), out=str(out)))
     assert not out.exists()
+
+
+def test_encode_under_torchrun_with_two_ranks(tmp_path, de_model, de, corpus_file):
+    """Two CPU ranks (gloo) share the shards; rank 0 writes meta.json; order and values kept."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "lead_core.cli",
+        "encode",
+        "--model",
+        str(de_model),
+        "--input",
+        str(corpus_file),
+        "--out",
+        str(tmp_path / "emb"),
+        "--shard-size",
+        "2",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == ["meta.json"] + [
+        f"part-{c:05d}.parquet" for c in range(4)
+    ]
+    ids, vectors = encode.read_embeddings(tmp_path / "emb")
+    assert ids == [p[0] for p in PASSAGES]
+    expected = de.encode([passage_text(t, x) for _, t, x in PASSAGES], is_query=False).numpy()
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".emb")], "temporary directory left behind"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
