@@ -243,3 +243,21 @@ def test_tracking_failure_does_not_stop_training(tmp_path, toy, tiny_bert, monke
         result = run(config)
     assert result["steps"] == 3 and calls == [1]  # one failure, then tracking is off
     assert sum("training goes on" in r.message for r in caplog.records) == 1
+
+
+def test_epochs_set_the_number_of_steps(tmp_path, toy, tiny_bert):
+    seen = []
+    config = base_config(
+        toy,
+        tmp_path / "out",
+        model=str(tiny_bert),
+        architecture="de",
+        max_steps=0,
+        epochs=2,
+        batch_size=4,
+        grad_accum=2,
+    )
+    result = run(config, callbacks=[seen.append])
+    # 16 queries / 4 per micro-batch = 4 micro-batches = 2 optimizer steps per epoch
+    assert result["steps"] == 4
+    assert [(i.epoch, i.batch_index) for i in seen] == [(0, 1), (0, 3), (1, 1), (1, 3)]
