@@ -82,7 +82,13 @@ SYSTEMS = {
 
 
 def code_fingerprint() -> str:
-    """A hash of lead_core's and the components' sources: local cache entries die with code changes."""
+    """A hash of lead_core's and the components' sources: local cache entries die with code changes.
+
+    LEAD_CODE_FINGERPRINT in the environment is used instead when set (e.g. to keep a cache across
+    edits that do not change results, or in tests that share a working tree with other editors).
+    """
+    if os.environ.get("LEAD_CODE_FINGERPRINT"):
+        return os.environ["LEAD_CODE_FINGERPRINT"]
     digest = hashlib.sha256()
     for folder in ("lead_core", "components"):
         for path in sorted((REPO / folder).rglob("*.py")):

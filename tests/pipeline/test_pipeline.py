@@ -5,6 +5,7 @@ import gzip
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -175,7 +176,9 @@ def _run_cli(workdir: Path, dataset: Path, *extra: str) -> dict:
     summary = workdir / f"summary-{len(list(workdir.glob('summary-*')))}.json"
     cmd = [sys.executable, str(SCRIPT), "--local", "--profile", "smoke", "--dataset", str(dataset)]
     cmd += ["--workdir", str(workdir), "--summary-json", str(summary), *extra]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    # A fixed code fingerprint: other edits to lead_core between the two runs must not empty the cache.
+    env = {**os.environ, "LEAD_CODE_FINGERPRINT": "test-pipeline"}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     assert "student (distilled)" in done.stdout  # the printed metric table
     return json.loads(summary.read_text())
@@ -213,3 +216,40 @@ def test_smoke_profile_runs_locally_and_a_changed_tau_l_reruns_only_distill_and_
     # Upstream results come from the cache: identical values.
     for system in ("BM25", "phase-1 DE", "teacher (warm, rerank)", "student (warm-up only)"):
         assert second["metrics"][system] == first["metrics"][system]
+
+
+def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):
+    """What `--local` relies on: kfp.local caches successful tasks only, so a stage that failed (or
+    was killed) executes again on the next run, with the same inputs."""
+    from kfp import dsl, local
+    from kfp.dsl import Dataset, Output
+
+    @dsl.component(base_image="python:3.11", install_kfp_package=False)
+    def flaky(marker: str, out: Output[Dataset]):
+        import os
+
+        if not os.path.exists(marker):
+            raise RuntimeError("simulated failure")
+        with open(out.path, "w") as f:
+            f.write("done")
+
+    @dsl.pipeline(name="flaky")
+    def once(marker: str):
+        flaky(marker=marker)
+
+    marker, root = tmp_path / "marker", tmp_path / "root"
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        enable_caching=True,
+        cache_root=str(tmp_path / "cache"),
+    )
+    with pytest.raises(RuntimeError):
+        once(marker=str(marker))
+    marker.touch()
+    once(marker=str(marker))  # executes: the failure was not cached
+    runs = sorted(root.iterdir())
+    assert len(runs) == 2 and (runs[1] / "flaky" / "out").read_text() == "done"
+    once(marker=str(marker))  # now a cache hit: no task folder in the third run
+    third = sorted(set(root.iterdir()) - set(runs))
+    assert third == [] or lead_msmarco.executed_tasks(third[0]) == []
