@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lead_core.artifacts import atomic_path
-from lead_core.config import ConfigError
+from lead_core.config import ConfigError, to_dict
 
 
 @dataclass
@@ -108,5 +108,8 @@ def prepare_backbone(source: str, out: str | Path) -> Path:
 
 
 def run(config: Config) -> dict[str, Any]:
-    path = prepare_backbone(config.source, config.out)
+    from lead_core.tracking import stage_run
+
+    with stage_run("backbone", to_dict(config)):
+        path = prepare_backbone(config.source, config.out)
     return {"source": config.source, "out": str(path)}

@@ -443,30 +443,34 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     start = time.time()
     with pipeline_run("lead_msmarco", {"profile": args.profile, **values}) as parent:
         task = pipeline(**values)
+        wall = time.time() - start
         rows = metric_rows(task.outputs)
+        new_dirs = sorted({p.name for p in pipeline_root.iterdir()} - before)
+        run_dir = pipeline_root / new_dirs[-1] if new_dirs else pipeline_root
+        executed = executed_tasks(run_dir)
+        by_task = {task_name: stage for stage, task_name in stages.items()}
+        summary = {
+            "profile": args.profile,
+            "parameters": values,
+            "metrics": rows,
+            "run_dir": str(run_dir),
+            "executed": sorted(by_task.get(t, t) for t in executed),
+            "cached": sorted(s for s, t in stages.items() if t not in executed),
+            "wall_s": round(wall, 1),
+            "tracking_uri": os.environ[TRACKING_URI_ENV],
+        }
+        table = format_table(rows, title="system")
         parent.log_metrics({f"{system}/{m}": v for system, ms in rows.items() for m, v in ms.items()})
-    wall = time.time() - start
-    new_dirs = sorted({p.name for p in pipeline_root.iterdir()} - before)
-    run_dir = pipeline_root / new_dirs[-1] if new_dirs else pipeline_root
-    executed = executed_tasks(run_dir)
-    by_task = {task_name: stage for stage, task_name in stages.items()}
-    summary = {
-        "profile": args.profile,
-        "parameters": values,
-        "metrics": rows,
-        "run_dir": str(run_dir),
-        "executed": sorted(by_task.get(t, t) for t in executed),
-        "cached": sorted(s for s, t in stages.items() if t not in executed),
-        "wall_s": round(wall, 1),
-        "tracking_uri": os.environ[TRACKING_URI_ENV],
-    }
+        parent.log_metrics({"wall_s": wall, "stages_executed": len(executed)})
+        results = workdir / "results" / f"{run_dir.name}.md"
+        results.parent.mkdir(exist_ok=True)
+        results.write_text(f"# LEAD pipeline, profile {args.profile}\n\n```\n{table}\n```\n")
+        parent.log_artifact(results)
     print(
         f"\nLEAD pipeline, profile {args.profile}, {values['dataset_uri']} ({values['eval_split']}): {wall:.0f} s"
     )
-    print(
-        f"executed {len(summary['executed'])} stages, {len(summary['cached'])} from cache: {summary['cached']}"
-    )
-    print(format_table(rows, title="system"))
+    print(f"executed {len(executed)} stages; from cache: {summary['cached'] or 'none'}")
+    print(table)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=1, default=str))
     return summary
