@@ -46,7 +46,7 @@ from lead_core.artifacts import atomic_path  # noqa: E402
 from lead_core.data import ingest  # noqa: E402
 from lead_core.data.schema import QRELS, RUN, read_table, write_table  # noqa: E402
 from lead_core.evaluate import EvalResult, evaluate_run, qrels_dict  # noqa: E402
-from lead_core.models import ModelConfig, build_model, truncate_backbone  # noqa: E402
+from lead_core.models import ModelConfig, build_model, build_tiny_backbone, truncate_backbone  # noqa: E402
 from lead_core.report.methods import CORE, Method, methods_for  # noqa: E402
 
 log = logging.getLogger("quality")
@@ -111,6 +111,25 @@ PROFILES = {
         k=5,
         rerank_k=100,
         encode_batch_size=256,
+    ),
+    # Tiny random models and a few steps: checks that every row runs (CI, code changes); the numbers mean nothing.
+    "smoke": Profile(
+        teacher="tiny:mpnet:3:48",
+        teacher_architecture="cb",
+        student="tiny:bert:2:32",
+        student_layers=2,
+        pooling="cls",
+        query_max_length=16,
+        passage_max_length=48,
+        batch_size=4,
+        teacher_warmup_steps=3,
+        student_warmup_steps=3,
+        distill_steps=3,
+        lr=1e-4,
+        k=2,
+        rerank_k=10,
+        encode_batch_size=256,
+        appended_linear=(16,),
     ),
 }
 
@@ -193,6 +212,16 @@ class Bench:
                     f"--mpnet-dir {self.mpnet_dir}: the gpu profile needs an unzipped all-mpnet-base-v2 folder"
                 )
             return Path(self.mpnet_dir)
+        if source.startswith("tiny:"):  # tiny:<bert|mpnet>:<layers>:<hidden>
+            _, family, layers, hidden = source.split(":")
+            return (
+                self.cache.get(
+                    "backbone",
+                    {"source": source},
+                    lambda tmp: build_tiny_backbone(tmp / "model", family, int(layers), int(hidden)),
+                )
+                / "model"
+            )
         if source.startswith("truncate:"):
             layers, _, inner = source.removeprefix("truncate:").partition(":")
             src = self.backbone(inner)
@@ -476,7 +505,7 @@ def append_tail(reranked: pa.Table, first_stage: pa.Table) -> pa.Table:
             rows["doc_id"].append(d)
             rows["rank"].append(rank)
             rows["score"].append(float(len(ranked) - rank + 1))  # strictly decreasing: no ties
-    return pa.table(rows, schema=RUN.schema)
+    return pa.table(rows, schema=RUN.arrow)
 
 
 def _remove_tree(path: Path) -> None:
