@@ -185,7 +185,9 @@ def _run_cli(workdir: Path, dataset: Path, *extra: str) -> dict:
 
 
 @pytest.mark.slow
-def test_smoke_profile_runs_locally_and_a_changed_tau_l_reruns_only_distill_and_after(tmp_path, scifact_dir):
+def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_after_and_force_reruns_one(
+    tmp_path, scifact_dir
+):
     dataset = _scifact_subset(scifact_dir, tmp_path / "scifact-subset")
     workdir = tmp_path / "work"
     first = _run_cli(workdir, dataset)
@@ -216,6 +218,11 @@ def test_smoke_profile_runs_locally_and_a_changed_tau_l_reruns_only_distill_and_
     # Upstream results come from the cache: identical values.
     for system in ("BM25", "phase-1 DE", "teacher (warm, rerank)", "student (warm-up only)"):
         assert second["metrics"][system] == first["metrics"][system]
+
+    # --force re-runs one unchanged stage (here a leaf, so nothing else).
+    third = _run_cli(workdir, dataset, "--set", "tau_l=5", "--force", "evaluate-bm25")
+    assert third["executed"] == ["evaluate-bm25"]
+    assert third["metrics"] == second["metrics"]
 
 
 def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):
