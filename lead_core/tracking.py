@@ -384,15 +384,17 @@ def _base_tags() -> dict[str, str]:
 def stage_run(
     stage: str, config: Mapping[str, Any] | Any | None = None, *, flush_interval_s: float = 5.0
 ) -> Iterator[StageTracker]:
-    """A tracker for one stage: an MLflow run named after the stage, tagged `stage` and
-    `lead_core.version`, with the flattened config as params, nested under LEAD_PARENT_RUN_ID
-    when set. Without MLFLOW_TRACKING_URI: a no-op tracker and no mlflow import."""
+    """A tracker for one stage: an MLflow run tagged `stage` and `lead_core.version`, with the
+    flattened config as params, nested under LEAD_PARENT_RUN_ID when set. The run is named
+    LEAD_STAGE_NAME when set (the pipeline step, e.g. "teacher-warmup"), else after the stage.
+    Without MLFLOW_TRACKING_URI: a no-op tracker and no mlflow import."""
     uri = tracking_uri()
     if uri is None:
         yield StageTracker()
         return
+    run_name = os.environ.get("LEAD_STAGE_NAME") or stage
     with _fast_fail_http():
-        tracker = _start_run(uri, stage, {**_base_tags(), "stage": stage}, flush_interval_s)
+        tracker = _start_run(uri, run_name, {**_base_tags(), "stage": stage}, flush_interval_s)
         with _run_until_exit(tracker):
             if config:
                 tracker.log_params(config)

@@ -34,29 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from kfp import compiler, dsl, kubernetes  # noqa: E402
+from kfp import compiler, dsl  # noqa: E402
 from kfp.dsl import Metrics  # noqa: E402
 
 import components as c  # noqa: E402
+from components.placement import TaskPlacer  # noqa: E402
 from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
 
 PIPELINE_NAME = "lead-msmarco"
-GPU_COMPONENTS = frozenset({"train", "distill", "encode", "search", "rerank"})
-# (cpu, memory) requests per component, sized for the msmarco profile (8.8M passages).
-RESOURCES: dict[str, tuple[str, str]] = {
-    "ingest": ("2", "8Gi"),
-    "backbone": ("1", "8Gi"),
-    "bm25": ("4", "48Gi"),
-    "mine": ("2", "16Gi"),
-    "index": ("4", "64Gi"),
-    "evaluate": ("2", "16Gi"),
-    "train": ("8", "64Gi"),
-    "distill": ("8", "64Gi"),
-    "encode": ("8", "32Gi"),
-    "search": ("8", "64Gi"),
-    "rerank": ("8", "32Gi"),
-}
-MLFLOW_CONFIG_MAP = "lead-mlflow"  # optional ConfigMap (deploy/) with key tracking_uri
 D = MSMARCO  # parameter defaults: the msmarco profile
 
 
@@ -105,7 +90,7 @@ def build_pipeline(
 
     `force`: stage names (keys of the returned dict) whose cache is disabled. `mlflow_tracking_uri`:
     set as MLFLOW_TRACKING_URI on every task (a pipeline parameter cannot feed an environment
-    variable in KFP v2); when empty, tasks read it from the optional ConfigMap `lead-mlflow`.
+    variable in KFP v2); when empty, tasks read it from the optional ConfigMap `lead-tracking` (deploy/).
     `fingerprint`: set as LEAD_CODE_FINGERPRINT on every task (part of the local cache key).
     """
     stages: dict[str, str] = {}
@@ -192,30 +177,7 @@ def build_pipeline(
         gpu_count: accelerators per GPU stage.
         """
 
-        def place(name: str, task: dsl.PipelineTask) -> dsl.PipelineTask:
-            """Name the task, request its resources (GPUs for GPU stages) and wire its environment."""
-            component = task.component_spec.name
-            cpu, memory = RESOURCES[component]
-            task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
-            if component in GPU_COMPONENTS:
-                task.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
-                kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-            if mlflow_tracking_uri:
-                task.set_env_variable("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
-            else:
-                kubernetes.use_config_map_as_env(
-                    task, MLFLOW_CONFIG_MAP, {"tracking_uri": "MLFLOW_TRACKING_URI"}, optional=True
-                )
-            # The KFP run id, to group stage runs in MLflow (from a pod label: in no cache key).
-            kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
-            if fingerprint:
-                task.set_env_variable("LEAD_CODE_FINGERPRINT", fingerprint)
-            if name in force:
-                task.set_caching_options(False)
-            if name in stages:
-                raise ValueError(f"stage name {name!r} used twice")
-            stages[name] = task.name
-            return task
+        place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri, fingerprint, force, stages)
 
         train_data = place(
             "ingest-train",

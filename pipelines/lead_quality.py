@@ -28,16 +28,15 @@ for path in (REPO, REPO / "pipelines"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from kfp import compiler, dsl, kubernetes  # noqa: E402
-from lead_msmarco import GPU_COMPONENTS, MLFLOW_CONFIG_MAP, RESOURCES  # noqa: E402
+from kfp import compiler, dsl  # noqa: E402
 
 import components as c  # noqa: E402
+from components.placement import TaskPlacer  # noqa: E402
 from components.report import report  # noqa: E402
 from lead_core.profiles import DEFAULT_MODEL_DIR, PROFILES, profile  # noqa: E402
 from lead_core.report.methods import methods_for  # noqa: E402
 
 PIPELINE_NAME = "lead-quality"
-RESOURCES_QUALITY = {**RESOURCES, "report": ("1", "4Gi")}
 # Distillation rows the loop runs by default: the paper's Tables 3-6 at LEAD's default K.
 DEFAULT_METHODS = (
     "no-teacher",
@@ -146,20 +145,7 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
         gpu_count: accelerators per GPU stage.
         """
 
-        def place(name: str, task: dsl.PipelineTask) -> dsl.PipelineTask:
-            component = task.component_spec.name
-            cpu, memory = RESOURCES_QUALITY[component]
-            task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
-            if component in GPU_COMPONENTS:
-                task.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
-                kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-            if mlflow_tracking_uri:
-                task.set_env_variable("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
-            else:
-                kubernetes.use_config_map_as_env(
-                    task, MLFLOW_CONFIG_MAP, {"tracking_uri": "MLFLOW_TRACKING_URI"}, optional=True
-                )
-            return task
+        place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri)
 
         def ingest(split: str, name: str):
             return place(

@@ -1,0 +1,91 @@
+"""Where and how a pipeline task runs: its resources, GPUs, MLflow wiring and caching.
+
+Both pipelines (lead_msmarco, lead_quality) place every task through one `TaskPlacer`, so GPU
+requests, tolerations and tracking are wired the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from kfp import dsl, kubernetes
+
+# Components whose work runs on an accelerator.
+GPU_COMPONENTS = frozenset({"train", "distill", "encode", "search", "rerank"})
+# (cpu, memory) requests per component, sized for the msmarco profile (8.8M passages).
+RESOURCES: dict[str, tuple[str, str]] = {
+    "ingest": ("2", "8Gi"),
+    "backbone": ("1", "8Gi"),
+    "bm25": ("4", "48Gi"),
+    "mine": ("2", "16Gi"),
+    "index": ("4", "64Gi"),
+    "evaluate": ("2", "16Gi"),
+    "report": ("1", "4Gi"),
+    "train": ("8", "64Gi"),
+    "distill": ("8", "64Gi"),
+    "encode": ("8", "32Gi"),
+    "search": ("8", "64Gi"),
+    "rerank": ("8", "32Gi"),
+}
+# The ConfigMap that deploy/base/kfp-artifact-store.yaml creates: MLFLOW_TRACKING_URI and
+# MLFLOW_EXPERIMENT_NAME for every task (optional: without it tracking is off).
+MLFLOW_CONFIG_MAP = "lead-tracking"
+
+
+class TaskPlacer:
+    """Names a task, requests its resources and wires its environment; remembers stage names.
+
+    accelerator_type, gpu_count: pipeline parameters (or constants) for the GPU stages.
+    mlflow_tracking_uri: compiled into every task when given (KFP cannot feed a run-time
+        parameter into an environment variable); else read from the MLFLOW_CONFIG_MAP ConfigMap.
+    fingerprint: LEAD_CODE_FINGERPRINT on every task, so local cache entries die with code edits.
+    force: stage names whose cache is disabled.
+    stages: filled with stage (display) name -> compiled task name.
+    """
+
+    def __init__(
+        self,
+        accelerator_type,
+        gpu_count,
+        mlflow_tracking_uri: str = "",
+        fingerprint: str = "",
+        force: frozenset[str] | set[str] = frozenset(),
+        stages: dict[str, str] | None = None,
+    ):
+        self.accelerator_type = accelerator_type
+        self.gpu_count = gpu_count
+        self.mlflow_tracking_uri = mlflow_tracking_uri
+        self.fingerprint = fingerprint
+        self.force = frozenset(force)
+        # stage (display) name -> compiled task name; pass a dict to read it after compilation.
+        self.stages: dict[str, str] = {} if stages is None else stages
+
+    def __call__(self, name: str, task: dsl.PipelineTask) -> dsl.PipelineTask:
+        if name in self.stages:
+            raise ValueError(f"stage name {name!r} used twice")
+        component = task.component_spec.name
+        cpu, memory = RESOURCES[component]
+        task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+        if component in GPU_COMPONENTS:
+            task.set_accelerator_type(self.accelerator_type).set_accelerator_limit(self.gpu_count)
+            kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        if self.mlflow_tracking_uri:
+            task.set_env_variable("MLFLOW_TRACKING_URI", self.mlflow_tracking_uri)
+        else:
+            kubernetes.use_config_map_as_env(
+                task,
+                MLFLOW_CONFIG_MAP,
+                {
+                    "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+                    "MLFLOW_EXPERIMENT_NAME": "MLFLOW_EXPERIMENT_NAME",
+                },
+                optional=True,
+            )
+        # The MLflow run of this stage is named after the step (a constant: caching is unaffected).
+        task.set_env_variable("LEAD_STAGE_NAME", name)
+        # The KFP run id, to group stage runs in MLflow (from a pod label: in no cache key).
+        kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
+        if self.fingerprint:
+            task.set_env_variable("LEAD_CODE_FINGERPRINT", self.fingerprint)
+        if name in self.force:
+            task.set_caching_options(False)
+        self.stages[name] = task.name
+        return task
