@@ -11,6 +11,15 @@ is compared by KL(teacher row || student row), summed over keys, averaged over t
 rows and the sequences of the batch. Student probabilities are clamped at 1e-12 before the log so
 that a key the student's softmax underflowed to 0 gives a large, finite term.
 
+Same tokenizer, different padding: a ColBERT teacher pads queries to query_max_length with
+attended [MASK] tokens (query augmentation) while a DE student pads to the batch's longest query,
+so the maps differ in size although the real tokens ([CLS] query [SEP]) sit at the same positions.
+`shared_tokens` handles this: per kind a [B, L] mask of the prefix of positions holding the same
+real token for both models (`shared_token_prefix`); both maps are cut to those rows and key
+columns, each kept row is renormalised over the kept keys (the teacher's mass on its [MASK]
+tokens, the student's on anything outside the prefix, is dropped), and the KL is taken as above.
+Maps of different sizes without `shared_tokens` still raise.
+
 Scope: maps are compared per key of the attention dicts that `RetrievalModel.forward` returns
 ("query" and "passage" for DE/CB, "pair" for CE), so DE→DE, CB→DE and CE→CE work. A CE teacher's
 "pair" maps have no counterpart in a DE student; VIRT's virtual query–passage interaction is not
@@ -122,17 +131,53 @@ def _row_weights(mask: Tensor | None, shape: torch.Size) -> Tensor:
     return mask.float()
 
 
+def shared_token_prefix(
+    teacher_ids: Tensor, teacher_mask: Tensor, student_ids: Tensor, student_mask: Tensor
+) -> Tensor:
+    """[B, L] bool: the leading positions where both models see the same real token.
+
+    teacher_ids/teacher_mask: [B, L_t]; student_ids/student_mask: [B, L_s] (input ids and attention
+    masks from the models' `prepare`); L = min(L_t, L_s). A position counts while both masks are
+    set and the ids agree; the first disagreement (a [MASK] augmentation token against padding, a
+    [SEP] of an earlier truncation) ends the prefix.
+    """
+    length = min(teacher_ids.shape[1], student_ids.shape[1])
+    same = (
+        (teacher_ids[:, :length] == student_ids[:, :length].to(teacher_ids.device))
+        & teacher_mask[:, :length].bool()
+        & student_mask[:, :length].to(teacher_mask.device).bool()
+    )
+    return same.long().cumprod(dim=1).bool()
+
+
+def _restrict_rows(attention: Tensor, keep: Tensor) -> Tensor:
+    """[B, L, L] rows restricted to the keys `keep` [B, L] marks and renormalised to sum 1."""
+    kept = torch.where(keep[:, None, :], attention, torch.zeros_like(attention))
+    return kept / kept.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(kept.dtype).tiny)
+
+
 def attention_kl(
-    teacher_attention: Tensor, student_attention: Tensor, token_mask: Tensor | None = None
+    teacher_attention: Tensor,
+    student_attention: Tensor,
+    token_mask: Tensor | None = None,
+    shared_tokens: Tensor | None = None,
 ) -> Tensor:
     """KL between head-averaged attention rows, averaged over real query tokens and sequences.
 
-    teacher_attention: [B, H_t, L, L]; student_attention: [B, H_s, L, L] (attention probabilities,
-    rows sum to 1); token_mask: optional [B, L], 1/True for real tokens (padding rows are skipped).
-    -> scalar float32. The teacher side is detached (it is the target).
+    teacher_attention: [B, H_t, L_t, L_t]; student_attention: [B, H_s, L_s, L_s] (attention
+    probabilities, rows sum to 1); without `shared_tokens` L_t = L_s = L. token_mask: optional
+    [B, L], 1/True for real tokens (padding rows are skipped). shared_tokens: optional [B, L'] with
+    L' <= L_t, L_s (see `shared_token_prefix`): both maps are cut to the first L' positions, only
+    the marked rows and keys count, and rows are renormalised over the marked keys; it replaces
+    token_mask. -> scalar float32. The teacher side is detached (it is the target).
     """
     teacher = teacher_attention.detach().float().mean(dim=1)  # [B, L, L]
     student = student_attention.float().mean(dim=1)
+    if shared_tokens is not None:
+        length = shared_tokens.shape[1]
+        token_mask = shared_tokens.bool().to(student.device)
+        teacher = _restrict_rows(teacher[:, :length, :length], token_mask)
+        student = _restrict_rows(student[:, :length, :length], token_mask)
     log_t = teacher.log()
     log_s = student.clamp_min(_STUDENT_PROB_FLOOR).log()
     per_row = kl_divergence(log_t, log_s)  # [B, L]
@@ -148,6 +193,7 @@ def feature_distillation_loss(
     student_scores_final: Tensor,
     positives: Tensor,
     token_masks: Mapping[str, Tensor] | None = None,
+    shared_tokens: Mapping[str, Tensor] | None = None,
 ) -> FeatureDistillationLoss:
     """FD: attention-map KL between mapped layers (teacher detached) + L_stu (Eq. 11).
 
@@ -161,9 +207,14 @@ def feature_distillation_loss(
         student_scores_final: [Q, P] the student's final scores, for the hard loss.
         positives: bool [Q, P], at least one per query.
         token_masks: optional {kind: [B, L]} token masks (1 = real token) – padding rows skipped.
+        shared_tokens: optional {kind: [B, L']} masks of the token prefix both models see
+            (`shared_token_prefix`), L' <= both maps' lengths; for those kinds the maps are
+            restricted to it and renormalised (module docstring), so same-tokenizer maps padded
+            to different lengths can be compared.
 
     Every student kind must exist in the teacher's dict with the same [B, L, L] (the same
-    tokenization); otherwise a ValueError names the kind, layers and shapes.
+    tokenization) unless `shared_tokens` covers it; otherwise a ValueError names the kind, layers
+    and shapes.
     """
     if len(layer_map) != len(student_attentions) or not student_attentions:
         raise ValueError(
@@ -196,6 +247,21 @@ def feature_distillation_loss(
                 (teacher_map.shape[0], *teacher_map.shape[2:]),
                 (student_map.shape[0], *student_map.shape[2:]),
             )
+            shared = None if shared_tokens is None else shared_tokens.get(kind)
+            if shared is not None:
+                if (
+                    shared.dim() != 2
+                    or shared.shape[0] != t_shape[0]
+                    or shared.shape[0] != s_shape[0]
+                    or shared.shape[1] > min(t_shape[-1], s_shape[-1])
+                ):
+                    raise ValueError(
+                        f"shared_tokens[{kind!r}] has shape {tuple(shared.shape)}, expected [B, L'] with "
+                        f"B = {s_shape[0]} and L' <= {min(t_shape[-1], s_shape[-1])} (teacher layer {a} "
+                        f"is {list(t_shape)}, student layer {j} is {list(s_shape)})"
+                    )
+                terms.append(attention_kl(teacher_map, student_map, shared_tokens=shared))
+                continue
             if t_shape != s_shape:
                 raise ValueError(
                     f"{kind} attention of teacher layer {a} is [B, L, L] = {list(t_shape)} but of student "

@@ -94,6 +94,10 @@ class Config:
     log_every: int = _help("optimizer steps between tracked metric logs (losses are averaged)", default=10)
     log_model: bool = _help("log the final model directory as a tracking artifact (large)", default=False)
     progress: bool = _help("show a progress bar", default=True)
+    step_log: str | None = _help(
+        "write each optimizer step's losses and layer weights to this JSONL file (lead report plots it)",
+        default=None,
+    )
 
     def validate(self) -> None:
         """Check field values and combinations; raise ConfigError naming the field."""

@@ -37,7 +37,11 @@ from lead_core.losses import (
     select_layers,
     teacher_layer_weights,
 )
-from lead_core.losses.feature import check_same_tokenizer, feature_distillation_loss
+from lead_core.losses.feature import (
+    check_same_tokenizer,
+    feature_distillation_loss,
+    shared_token_prefix,
+)
 from lead_core.models import ModelConfig, build_model, load_model
 from lead_core.models.encoder_model import CONFIG_FILE, EncoderModel
 from lead_core.tracking import stage_run
@@ -475,8 +479,26 @@ class Trainer:
             for kind in ("query", "passage", "pair")
             if f"{kind}_attention_mask" in prepared.student
         }
+        # Same tokenizer, different padding (a ColBERT teacher's [MASK]-augmented queries vs the
+        # student's batch padding): compare the maps over the token prefix both models see.
+        shared = {}
+        for kind in masks:
+            ids, mask = f"{kind}_input_ids", f"{kind}_attention_mask"
+            if all(key in prepared.teacher for key in (ids, mask)) and ids in prepared.student:
+                shared[kind] = shared_token_prefix(
+                    prepared.teacher[ids],
+                    prepared.teacher[mask],
+                    prepared.student[ids],
+                    prepared.student[mask],
+                ).to(scores.device)
         loss = feature_distillation_loss(
-            teacher.attentions, student.attentions, [0], scores.float(), positives, token_masks=masks
+            teacher.attentions,
+            student.attentions,
+            [0],
+            scores.float(),
+            positives,
+            token_masks=masks,
+            shared_tokens=shared,
         )
         terms = {
             "loss/total": loss.total,
@@ -689,11 +711,19 @@ def run(config: Config, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any
     """
     config.validate()
     ctx = distributed.setup()
+    step_log = None
     try:
+        if config.step_log and ctx.is_main:
+            from lead_core.report.logs import StepLogWriter  # lazy: report pulls in evaluation code
+
+            step_log = StepLogWriter(config.step_log)
+            callbacks = [*callbacks, step_log]
         trainer = Trainer(config, ctx, callbacks)
         if ctx.is_main:
             with stage_run("train", to_dict(config)) as tracker:
                 return trainer.train(SafeTracker(tracker))
         return trainer.train(SafeTracker(None))
     finally:
+        if step_log is not None:
+            step_log.close()
         ctx.close()

@@ -139,3 +139,44 @@ def test_check_same_tokenizer_catches_normalisation(tiny_bert):
     cased = AutoTokenizer.from_pretrained(tiny_bert, do_lower_case=False)
     with pytest.raises(TokenizerMismatchError, match="tokenize .* differently"):
         check_same_tokenizer(lower, cased)
+
+
+def test_feature_distillation_shared_token_prefix_renormalises():
+    from lead_core.losses.feature import shared_token_prefix
+
+    # Teacher (ColBERT-like): 3 positions, the last an attended [MASK] (id 9). Student: 2 real tokens
+    # padded to 2 in sequence 0; sequence 1 has only 1 real token (then padding, id 0).
+    teacher_ids = torch.tensor([[5, 6, 9], [5, 9, 9]])
+    student_ids = torch.tensor([[5, 6], [5, 0]])
+    shared = shared_token_prefix(teacher_ids, torch.ones(2, 3), student_ids, torch.tensor([[1, 1], [1, 0]]))
+    assert shared.tolist() == [[True, True], [True, False]]
+    teacher = torch.tensor(
+        [
+            [[[0.2, 0.2, 0.6], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4]]],
+            [[[0.5, 0.25, 0.25], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]],
+        ]
+    )  # [2, 1, 3, 3]
+    student = torch.tensor([[[[0.6, 0.4], [0.5, 0.5]]], [[[1.0, 0.0], [0.5, 0.5]]]]).requires_grad_(True)
+    # Sequence 0, rows 0 and 1 renormalised over keys 0-1: teacher [0.5, 0.5] and [0.25, 0.75].
+    row0 = 0.5 * math.log(0.5 / 0.6) + 0.5 * math.log(0.5 / 0.4)
+    row1 = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    # Sequence 1: one kept row over one kept key: both renormalise to [1.0], KL 0.
+    expected = ((row0 + row1) / 2 + 0.0) / 2
+    got = feature_distillation_loss(
+        [{"query": teacher}], [{"query": student}], [0], SCORES, POSITIVES, shared_tokens={"query": shared}
+    )
+    assert got.feature.item() == pytest.approx(expected, rel=1e-5)
+    got.total.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    # Without the shared prefix the 3- vs 2-token maps are still refused.
+    with pytest.raises(ValueError, match="same tokenizer"):
+        feature_distillation_loss([{"query": teacher}], [{"query": student}], [0], SCORES, POSITIVES)
+    with pytest.raises(ValueError, match="shared_tokens"):
+        feature_distillation_loss(
+            [{"query": teacher}],
+            [{"query": student}],
+            [0],
+            SCORES,
+            POSITIVES,
+            shared_tokens={"query": torch.ones(2, 3, dtype=torch.bool)},
+        )

@@ -261,3 +261,40 @@ def test_epochs_set_the_number_of_steps(tmp_path, toy, tiny_bert):
     # 16 queries / 4 per micro-batch = 4 micro-batches = 2 optimizer steps per epoch
     assert result["steps"] == 4
     assert [(i.epoch, i.batch_index) for i in seen] == [(0, 1), (0, 3), (1, 1), (1, 3)]
+
+
+def test_fd_colbert_teacher_with_query_augmentation_same_tokenizer(tmp_path, toy, tiny_bert):
+    """[MASK]-augmented ColBERT queries (length 12) vs a DE student's batch-padded queries."""
+    from lead_core.models import ModelConfig, build_model
+
+    teacher = tmp_path / "cb-bert"
+    build_model(
+        ModelConfig("cb", str(tiny_bert), query_max_length=12, passage_max_length=16, query_augmentation=True)
+    ).save(teacher)
+    infos = []
+    result = run(
+        base_config(
+            toy,
+            tmp_path / "fd",
+            model=str(tiny_bert),
+            architecture="de",
+            teacher=str(teacher),
+            method="fd",
+        ),
+        callbacks=[infos.append],
+    )
+    assert len(infos) == 2
+    assert 0.0 < result["final/loss/feature"] < float("inf")
+    assert result["final/loss/total"] == pytest.approx(
+        result["final/loss/feature"] + result["final/loss/student_hard"], rel=1e-5
+    )
+
+
+def test_step_log_writes_one_row_per_step(tmp_path, toy, tiny_bert):
+    from lead_core.report import read_step_log
+
+    log = tmp_path / "logs" / "steps.jsonl"
+    run(base_config(toy, tmp_path / "de", model=str(tiny_bert), architecture="de", step_log=str(log)))
+    rows = read_step_log(log)
+    assert [row["step"] for row in rows] == [1, 2]
+    assert all(np.isfinite(row["loss/total"]) and row["loss/total"] > 0 for row in rows)
