@@ -66,8 +66,8 @@ def kfp_api():
 def test_submit_creates_the_experiment_and_posts_the_pipeline_with_the_profile_parameters(kfp_api, capsys):
     endpoint, requests = kfp_api
     code = lead_msmarco.main(
-        ["--submit", "--endpoint", endpoint, "--profile", "gpu", "--model-dir", "/mnt/models",
-         "--set", "tau_l=5", "--experiment", "lead-test", "--mlflow-uri", "http://mlflow:5000"]
+        f"--submit --endpoint {endpoint} --profile gpu --model-dir /mnt/models --set tau_l=5 "
+        "--experiment lead-test --mlflow-uri http://mlflow:5000".split()
     )
     assert code == 0
     assert "submitted run run-1" in capsys.readouterr().out
@@ -88,7 +88,8 @@ def test_submit_creates_the_experiment_and_posts_the_pipeline_with_the_profile_p
     expected = profile("gpu", model_dir="/mnt/models", tau_l=5.0)
     assert set(sent) == set(expected)
     assert sent["tau_l"] == 5.0 and sent["teacher_model"] == "/mnt/models/all-mpnet-base-v2"
-    assert sent["dataset_uri"] == expected["dataset_uri"] and sent["distill_steps"] == expected["distill_steps"]
+    assert sent["dataset_uri"] == expected["dataset_uri"]
+    assert sent["distill_steps"] == expected["distill_steps"]
     # The tracking URI given at submit time reaches the tasks' environment.
     assert "http://mlflow:5000" in json.dumps(spec["deploymentSpec"])
 
