@@ -529,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "local_outputs" / "quality"), help="cache and report dir")
     parser.add_argument("--mpnet-dir", default=None, help="unzipped all-mpnet-base-v2 folder (gpu profile)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--tag", default="", help="suffix of the result files: quality_<profile>[_<dataset>][_<tag>]"
+    )
     parser.add_argument("--list", action="store_true", help="print the method ids and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -563,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     bench = Bench(profile, DATASETS[args.dataset], Path(args.datasets_dir), out, args.mpnet_dir)
     suffix = args.profile if args.dataset == "scifact" else f"{args.profile}_{args.dataset}"
+    suffix += f"_{args.tag}" if args.tag else ""
     started = time.perf_counter()
     metrics_dir = out / "metrics" / suffix
     rows: dict[str, Any] = {}

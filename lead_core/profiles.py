@@ -10,7 +10,7 @@ a folder, a hub id, `package:<module>`, `tiny:...` or `truncate:<layers>:<source
   - gpu: 12-layer all-mpnet-base-v2 ColBERT teacher → 6-layer all-MiniLM-L6-v2 DE student on
     SciFact (different tokenizers: the "liberal" setting); the mpnet folder lives under `model_dir`.
   - cpu: the same idea sized for a 2-core machine: all-MiniLM-L6-v2 ColBERT teacher → 3-layer DE
-    student cut from its first 3 layers, 64-token passages, 20 / 20 / 40 steps (≤ 20 min on 2 cores).
+    student cut from its first 3 layers, 64-token passages, 20 / 20 / 40 steps (655 s on an idle 2-core machine).
   - smoke: tiny random backbones (an MPNet-style teacher, BERT-style students), a handful of steps;
     for CI.
 """

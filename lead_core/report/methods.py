@@ -20,6 +20,9 @@ class Method:
     linear: bool = False  # the student has appended linear layers (§3.5.1; needs its own warm-up)
 
 
+SLOW_TEACHER_LR = 1e-5
+
+
 def methods_for(student_layers: int, k: int) -> dict[str, Method]:
     """Method id -> Method in table order; `k` is LEAD's default K, K runs 1..student_layers."""
     lead = {"method": "lead", "k": k}
@@ -40,8 +43,15 @@ def methods_for(student_layers: int, k: int) -> dict[str, Method]:
         out[f"k{kk}"] = Method(f"LEAD, K={kk}", "distill", {**lead, "k": kk})
     out["lead-linear"] = Method("LEAD + linear", "distill", lead, linear=True)
     out["rd-linear"] = Method("RD + linear", "distill", {"method": "rd"}, linear=True)
+    # Diagnostic (not in the paper): joint training with a slower teacher, and that teacher after it.
+    out["lead-slow-teacher"] = Method(
+        f"LEAD, teacher lr {SLOW_TEACHER_LR:g}", "distill", {**lead, "teacher_lr": SLOW_TEACHER_LR}
+    )
     out["teacher-before"] = Method("Teacher before LEAD", "teacher")
     out["teacher-after"] = Method("Teacher after LEAD", "teacher", teacher_of="lead")
+    out["teacher-after-slow"] = Method(
+        f"Teacher after LEAD, teacher lr {SLOW_TEACHER_LR:g}", "teacher", teacher_of="lead-slow-teacher"
+    )
     return out
 
 
