@@ -39,12 +39,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-import pyarrow as pa  # noqa: E402
 
 from lead_core import bm25, encode, index, mine, report, rerank, search, train  # noqa: E402
 from lead_core.artifacts import atomic_path  # noqa: E402
 from lead_core.data import ingest  # noqa: E402
-from lead_core.data.schema import QRELS, RUN, read_table, write_table  # noqa: E402
+from lead_core.data.schema import QRELS, RUN, read_table  # noqa: E402
 from lead_core.evaluate import EvalResult, evaluate_run, qrels_dict  # noqa: E402
 from lead_core.models import ModelConfig, build_model, build_tiny_backbone, truncate_backbone  # noqa: E402
 from lead_core.report.methods import CORE, Method, methods_for  # noqa: E402
@@ -433,7 +432,7 @@ class Bench:
 
     def teacher_run(self, teacher: Path) -> Path:
         """The teacher (CB/CE) reranks BM25's top `rerank_k`; BM25's remaining top-`search_k`
-        follow in BM25 order, so R@100 stays comparable with the students' runs."""
+        follow in BM25 order (rerank's keep_tail), so R@100 stays comparable with the students'."""
         bm25_run = self.bm25_test_run()
 
         def build(tmp: Path) -> None:
@@ -443,13 +442,12 @@ class Bench:
                     run=str(bm25_run),
                     corpus=self.eval_split["corpus"],
                     queries=self.eval_split["queries"],
-                    out_run=str(tmp / "reranked.parquet"),
+                    out_run=str(tmp / "run.parquet"),
                     k=self.p.rerank_k,
+                    keep_tail=True,
                     device="cpu",
                 )
             )
-            merged = append_tail(read_table(tmp / "reranked.parquet", RUN), read_table(bm25_run, RUN))
-            write_table(merged, tmp / "run.parquet", RUN)
 
         config = {"teacher": teacher.parent.name, "bm25": bm25_run.parent.name, "k": self.p.rerank_k}
         return self.cache.get("teacher-run", config, build) / "run.parquet"
@@ -483,29 +481,6 @@ class Bench:
     def evaluate(self, run_path: Path) -> EvalResult:
         qrels = qrels_dict(read_table(self.eval_split["qrels"], QRELS))
         return evaluate_run(read_table(run_path, RUN), qrels, MEASURES, self.d.relevance_level)
-
-
-def append_tail(reranked: pa.Table, first_stage: pa.Table) -> pa.Table:
-    """Per query: the reranked documents by their new score, then the first stage's other
-    documents in first-stage order (scores below every reranked one)."""
-    by_query: dict[str, list[tuple[str, float]]] = {}
-    for q, d, s in zip(*(reranked.column(c).to_pylist() for c in ("query_id", "doc_id", "score"))):
-        by_query.setdefault(q, []).append((d, s))
-    tail: dict[str, list[str]] = {}
-    order = first_stage.sort_by([("query_id", "ascending"), ("rank", "ascending")])
-    for q, d in zip(order.column("query_id").to_pylist(), order.column("doc_id").to_pylist()):
-        tail.setdefault(q, []).append(d)
-    rows: dict[str, list] = {"query_id": [], "doc_id": [], "rank": [], "score": []}
-    for q, docs in tail.items():
-        head = sorted(by_query.get(q, []), key=lambda x: -x[1])
-        seen = {d for d, _ in head}
-        ranked = [d for d, _ in head] + [d for d in docs if d not in seen]
-        for rank, d in enumerate(ranked, 1):
-            rows["query_id"].append(q)
-            rows["doc_id"].append(d)
-            rows["rank"].append(rank)
-            rows["score"].append(float(len(ranked) - rank + 1))  # strictly decreasing: no ties
-    return pa.table(rows, schema=RUN.arrow)
 
 
 def _remove_tree(path: Path) -> None:

@@ -14,7 +14,8 @@ def rerank(model: Input[Model], run: Input[Dataset], data: Input[Dataset], k: in
         model: a saved lead model directory (cb, ce or de).
         run: run folder holding run.parquet (e.g. the phase-1 DE's top-k for the evaluation queries).
         data: ingested split holding corpus.parquet and queries.parquet.
-        k: re-score each query's first k results.
+        k: re-score each query's first k results; the run's results below rank k follow them in
+            their first-stage order, so recall beyond k is the first stage's.
         reranked: output folder holding run.parquet and run.trec.
     """
     from lead_core.rerank import Config

@@ -1,8 +1,9 @@
 """`lead rerank`: re-score each query's top-k of a run with a ColBERT, cross-encoder or DE model.
 
 How the paper evaluates CB and CE teachers: rerank the top-1000 (passages) that the 12-layer DE
-teacher retrieved. The output run holds the top-k only, ordered by the new score (ties by doc id)
-and ranked from 1; results below rank k of the input are dropped.
+teacher retrieved. The output run holds the top-k ordered by the new score (ties by doc id), then,
+with `keep_tail` (the default), the input's results below rank k in their input order with scores
+below every re-scored one – so recall at depths beyond k is the first stage's, not cut off at k.
 """
 
 from __future__ import annotations
@@ -41,15 +42,47 @@ class Config:
     out_run: str = field(metadata={"help": "RUN Parquet to write"})
     out_trec: str | None = field(default=None, metadata={"help": "also write a TREC run file here"})
     k: int = field(default=1000, metadata={"help": "re-score each query's top-k (by the input run's order)"})
+    keep_tail: bool = field(
+        default=True,
+        metadata={
+            "help": "keep the input's results below rank k after the re-scored ones (false: drop them)"
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "query-passage pairs per model batch"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
     tag: str = field(default="lead-rerank", metadata={"help": "run tag of the TREC file"})
 
 
-def top_k(run: pa.Table, k: int) -> pa.Table:
-    """Each query's first k results by score (descending, ties by doc id), ranks renumbered."""
+def split_at(run: pa.Table, k: int) -> tuple[pa.Table, pa.Table]:
+    """(each query's first k results, the rest), by score descending with ties by doc id; ranks
+    renumbered from 1 per query (the rest keeps its ranks k+1, k+2, ...)."""
     ranked = sort_run(run)
-    return ranked.filter(pc.less_equal(ranked.column("rank"), k))
+    head = pc.less_equal(ranked.column("rank"), k)
+    return ranked.filter(head), ranked.filter(pc.invert(head))
+
+
+def append_tail(reranked: pa.Table, tail: pa.Table, k: int) -> pa.Table:
+    """`reranked` (each query's re-scored top-k), then `tail` (its input results ranked k+1, k+2, ...)
+    in input order: a tail row gets its query's lowest re-scored score minus (rank − k), so it ranks
+    below every re-scored row and the tail keeps its order. Sorted and ranked again."""
+    if tail.num_rows == 0:
+        return reranked
+    floors = reranked.group_by("query_id").aggregate([("score", "min")])
+    joined = tail.join(floors, "query_id", join_type="inner")
+    if joined.num_rows != tail.num_rows:  # cannot happen for split_at's output; guards misuse
+        raise ValueError("every query of the tail must have re-scored results")
+    offsets = pc.subtract(joined.column("rank").cast(pa.float64()), float(k))
+    scores = pc.subtract(joined.column("score_min").cast(pa.float64()), offsets).cast(pa.float32())
+    tail_rows = pa.table(
+        {
+            "query_id": joined.column("query_id"),
+            "doc_id": joined.column("doc_id"),
+            "rank": joined.column("rank"),
+            "score": scores,
+        },
+        schema=RUN.arrow,
+    )
+    return sort_run(pa.concat_tables([reranked.select(RUN.arrow.names).cast(RUN.arrow), tail_rows]))
 
 
 def _texts_by_id(corpus_path: str, doc_ids: set[str]) -> dict[str, str]:
@@ -104,7 +137,7 @@ def run(config: Config) -> dict[str, Any]:
     if config.k < 1:
         raise ValueError(f"k must be at least 1, got {config.k}")
     with stage_run("rerank", to_dict(config)) as tracker:
-        candidates = top_k(read_run(config.run), config.k)
+        candidates, tail = split_at(read_run(config.run), config.k)
         if candidates.num_rows == 0:
             raise ValueError(f"{config.run}: the run is empty")
         queries = read_table(config.queries, QUERIES)
@@ -121,14 +154,17 @@ def run(config: Config) -> dict[str, Any]:
         device = resolve_device(config.device)
         model = load_for_inference(config.model, device, stage="rerank")
         reranked = score_run(model, candidates, query_text, passage_text, config.batch_size, device)
+        pairs = reranked.num_rows
+        if config.keep_tail:
+            reranked = append_tail(reranked, tail, config.k)
         write_table(reranked, config.out_run, RUN, to_dict(config))
         if config.out_trec:
             write_trec_run(reranked, config.out_trec, tag=config.tag)
-        summary = {"queries": len(run_qids), "pairs": reranked.num_rows, "k": config.k}
+        summary = {"queries": len(run_qids), "pairs": pairs, "k": config.k, "rows": reranked.num_rows}
         tracker.log_metrics(summary)
         log.info(
             "reranked %d pairs of %d queries with %s -> %s",
-            reranked.num_rows,
+            pairs,
             len(run_qids),
             config.model,
             config.out_run,

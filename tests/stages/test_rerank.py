@@ -30,11 +30,13 @@ def _run_file(path, rows):
     return write_table(table, path, RUN)
 
 
+@pytest.mark.parametrize("keep_tail", [True, False], ids=["keep-tail", "drop-tail"])
 @pytest.mark.parametrize("kind", ["cb", "ce"])
-def test_rerank_orders_by_score_pairs(kind, request, tmp_path, corpus_file, queries_file):
+def test_rerank_orders_by_score_pairs(kind, keep_tail, request, tmp_path, corpus_file, queries_file):
     model_dir = request.getfixturevalue(f"{kind}_model")
-    # q0: five documents in input order d0..d4 (scores 5..1); q1: three. k=4 keeps q0's d0..d3 only.
-    rows = [("q0", f"d{i}", 5.0 - i) for i in range(5)] + [
+    # q0: six documents in input order d0..d4, d6 (scores 6..1); q1: three. k=4 re-scores q0's
+    # d0..d3; its d4 and d6 are the tail, kept in input order below them (or dropped).
+    rows = [("q0", d, 6.0 - i) for i, d in enumerate(["d0", "d1", "d2", "d3", "d4", "d6"])] + [
         ("q1", d, s) for d, s in (("d5", 3.0), ("d6", 2.0), ("d2", 1.0))
     ]
     run_file = _run_file(tmp_path / "run.parquet", rows)
@@ -47,22 +49,29 @@ def test_rerank_orders_by_score_pairs(kind, request, tmp_path, corpus_file, quer
             out_run=str(tmp_path / "out.parquet"),
             out_trec=str(tmp_path / "out.trec"),
             k=4,
+            keep_tail=keep_tail,
             batch_size=3,
             device="cpu",
         )
     )
-    assert summary == {"queries": 2, "pairs": 7, "k": 4}
+    assert summary == {"queries": 2, "pairs": 7, "k": 4, "rows": 9 if keep_tail else 7}
     out = read_table(tmp_path / "out.parquet", RUN)
     model = load_model(model_dir)
     for qid, docs in (("q0", ["d0", "d1", "d2", "d3"]), ("q1", ["d5", "d6", "d2"])):
         expected = model.score_pairs([QUERY[qid]] * len(docs), [TEXT[d] for d in docs]).numpy()
         got = out.filter(pa.compute.equal(out.column("query_id"), qid))
-        assert got.column("doc_id").to_pylist() == [docs[i] for i in np.argsort(-expected, kind="stable")]
-        assert got.column("rank").to_pylist() == list(range(1, len(docs) + 1))
-        np.testing.assert_allclose(
-            got.column("score").to_numpy(), np.sort(expected)[::-1], rtol=1e-4, atol=1e-5
+        tail = ["d4", "d6"] if keep_tail and qid == "q0" else []
+        assert (
+            got.column("doc_id").to_pylist() == [docs[i] for i in np.argsort(-expected, kind="stable")] + tail
         )
-    assert read_run(tmp_path / "out.trec").num_rows == 7
+        assert got.column("rank").to_pylist() == list(range(1, len(docs) + len(tail) + 1))
+        scores = got.column("score").to_numpy()
+        np.testing.assert_allclose(scores[: len(docs)], np.sort(expected)[::-1], rtol=1e-4, atol=1e-5)
+        # The tail: one below the lowest re-scored score, then one less per input rank.
+        np.testing.assert_allclose(
+            scores[len(docs) :], expected.min() - np.arange(1, len(tail) + 1), rtol=1e-5
+        )
+    assert read_run(tmp_path / "out.trec").num_rows == out.num_rows
 
 
 def test_rerank_refuses_ids_missing_from_corpus_or_queries(tmp_path, ce_model, corpus_file, queries_file):
