@@ -58,36 +58,65 @@ def setup() -> DistContext:
     return DistContext(rank, world_size, local_rank, device, owns)
 
 
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """All-gather `tensor` [n, ...] from every rank along dim 0; the local slot keeps its gradient.
+class _AllGatherSumGrad(torch.autograd.Function):
+    """All-gather equal-shaped pieces [n, ...] -> [world * n, ...]; backward sums the gradient of
+    the whole gathered tensor over ranks and returns this rank's slice.
 
-    Ranks may differ in every dimension but the first (passages padded to their own longest
-    length): each piece is zero-padded to the largest size of every other dimension, which for
-    the models' attention masks (gathered alongside their vectors) marks the padding as masked.
-    Other ranks' pieces carry no gradient; each rank back-propagates through its own passages
-    only, and DDP averages the gradients.
+    Each rank's loss reads every rank's passages, so passage i's full gradient is the sum over
+    ranks of d(loss_r)/d(passage_i). all_reduce (not reduce_scatter) because gloo has no
+    reduce_scatter; the tensors are embeddings, small next to the model's gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, local: Tensor) -> Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        pieces = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(pieces, local.contiguous())
+        ctx.rank, ctx.n = rank, local.shape[0]
+        return torch.cat(pieces, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # SUM
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """All-gather `tensor` [n, ...] from every rank along dim 0, differentiably across ranks.
+
+    Ranks may differ in every dimension (passages padded to their own longest length, the last
+    batch smaller): each piece is zero-padded to the largest size of every dimension, which for
+    the models' attention masks (gathered alongside their vectors) marks the padding as masked,
+    and cut back to its own rows after the gather.
+
+    Gradients: every rank's passages receive the gradient of every rank's loss (summed in the
+    backward pass), so with each rank's loss a mean over its own queries and DDP averaging the
+    parameter gradients, one step equals the single-process step over the union of the ranks'
+    batches (equal batch sizes per rank).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world = dist.get_world_size()
     shape = torch.tensor(tensor.shape, device=tensor.device, dtype=torch.long)
     shapes = [torch.empty_like(shape) for _ in range(world)]
     dist.all_gather(shapes, shape)
     shapes_list = [s.tolist() for s in shapes]
     target = [max(s[d] for s in shapes_list) for d in range(tensor.dim())]
 
-    def pad(t: Tensor) -> Tensor:
-        if list(t.shape) == target:
-            return t
-        out = t.new_zeros(target)  # differentiable: autograd routes the slice back to `t`
-        out[tuple(slice(0, n) for n in t.shape)] = t
-        return out
-
-    local = pad(tensor.contiguous())
-    pieces = [torch.empty(target, dtype=tensor.dtype, device=tensor.device) for _ in range(world)]
-    dist.all_gather(pieces, local.detach())
-    pieces[rank] = local
-    return torch.cat([p[: s[0]] for p, s in zip(pieces, shapes_list)], dim=0)
+    local = tensor.contiguous()
+    if list(local.shape) != target:
+        padded = local.new_zeros(target)  # differentiable: autograd routes the slice back to `local`
+        padded[tuple(slice(0, n) for n in local.shape)] = local
+        local = padded
+    if local.is_floating_point():
+        gathered = _AllGatherSumGrad.apply(local)
+    else:  # masks and ids: no gradient
+        pieces = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(pieces, local)
+        gathered = torch.cat(pieces, dim=0)
+    rows = target[0]
+    return torch.cat([gathered[r * rows : r * rows + s[0]] for r, s in enumerate(shapes_list)], dim=0)
 
 
 def all_reduce_mean(tensor: Tensor) -> Tensor:

@@ -108,3 +108,60 @@ def test_two_process_gloo_shares_negatives_and_gradients(tmp_path, toy, tiny_ber
     # LEAD: both ranks align the same layers (one selection stream) and get finite losses.
     assert [r["selection"] for r in results["lead", 0]] == [r["selection"] for r in results["lead", 1]]
     assert all(torch.isfinite(torch.tensor(r["metrics"]["loss/total"])) for r in results["lead", 1])
+
+
+def _gather_grad_worker(rank: int, port: int, results: str) -> None:
+    import torch.distributed as dist
+
+    from lead_core.train.distributed import gather_with_grad
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        weight, queries, passages = _gather_grad_problem()
+        weight.requires_grad_(True)
+        # Rank r holds queries 2r..2r+1 and passages 4r..4r+3 (rank 1 pads one fewer passage row
+        # to exercise the uneven-shape path); its loss is the mean over its own queries.
+        local_q = queries[2 * rank : 2 * rank + 2] @ weight
+        local_p = passages[4 * rank : 4 * rank + 4 - rank] @ weight
+        all_p = gather_with_grad(local_p)
+        loss = _gather_grad_loss(local_q, all_p, offset=4 * rank)
+        loss.backward()
+        grad = weight.grad.clone()
+        dist.all_reduce(grad)
+        grad /= WORLD  # what DDP does with the parameter gradients
+        torch.save(grad, Path(results, f"grad-{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _gather_grad_problem():
+    gen = torch.Generator().manual_seed(5)
+    return (
+        torch.randn(6, 3, generator=gen),
+        torch.randn(4, 6, generator=gen),
+        torch.randn(7, 6, generator=gen),
+    )
+
+
+def _gather_grad_loss(q: torch.Tensor, p: torch.Tensor, offset: int) -> torch.Tensor:
+    """Contrastive loss of queries [Q, d] against passages [P, d]; query i's positive is offset + 2i."""
+    target = torch.arange(q.shape[0]) * 2 + offset
+    return torch.nn.functional.cross_entropy(q @ p.T, target)
+
+
+def test_gather_with_grad_gives_the_single_process_gradient(tmp_path):
+    """Two ranks, each scoring its queries against both ranks' passages, DDP-averaged: the same
+    gradient as one process with all 4 queries and 7 passages (other ranks' passages included)."""
+    mp.start_processes(
+        _gather_grad_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
+    )
+    weight, queries, passages = _gather_grad_problem()
+    weight.requires_grad_(True)
+    q, p = queries @ weight, passages @ weight
+    # Rank 0's queries see positives 0, 2; rank 1's see 4, 6: the same targets in one process.
+    loss = (_gather_grad_loss(q[:2], p, 0) + _gather_grad_loss(q[2:], p, 4)) / WORLD
+    (expected,) = torch.autograd.grad(loss, weight)
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"grad-{rank}.pt")
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
