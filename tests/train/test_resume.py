@@ -1,6 +1,15 @@
-"""Checkpoints: a killed run resumed from its latest checkpoint ends exactly where an uninterrupted run ends."""
+"""Checkpoints: a run killed with SIGKILL and resumed from its latest checkpoint ends exactly where
+an uninterrupted run ends, and the killed run leaves no output."""
 
 from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -9,17 +18,40 @@ from lead_core.train import run
 from lead_core.train.checkpoint import CheckpointMismatchError, list_checkpoints
 from tests.train.conftest import base_config, same_weights, state_of
 
+# Runs the trainer in a child process that stalls inside step 3's callback (after the checkpoint
+# at step 2) and tells the test so; the test then SIGKILLs it: no cleanup code gets to run.
+_STALLING_TRAINER = """
+import json, sys, time, torch
+from lead_core.train import Config, run
+torch.set_num_threads(1)
+config, marker = Config(**json.loads(sys.argv[1])), sys.argv[2]
+def stall(info):
+    if info.step == 3:
+        open(marker, "w").write(json.dumps(losses + [info.metrics["loss/total"]]))
+        time.sleep(600)
+    losses.append(info.metrics["loss/total"])
+losses = []
+run(config, callbacks=[stall])
+"""
 
-class Killed(RuntimeError):
-    pass
 
-
-def _kill_after(step: int):
-    def callback(info):
-        if info.step == step:
-            raise Killed(f"killed after step {step}")
-
-    return callback
+def _run_until_step_3_and_sigkill(config, marker) -> list[float]:
+    """The losses of steps 1-3 of the killed child."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STALLING_TRAINER, json.dumps(asdict(config)), str(marker)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), f"the child never reached step 3 (exit code {child.poll()})"
+        time.sleep(0.2)  # the marker is written; let the write finish
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return json.loads(marker.read_text())
 
 
 def _lead_config(toy, tmp_path, tiny_bert, cb_teacher, name: str, **overrides):
@@ -49,9 +81,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, toy, tiny_bert, c
     run(full, callbacks=[lambda i: full_losses.append(i.metrics["loss/total"])])
 
     killed = _lead_config(toy, tmp_path, tiny_bert, cb_teacher, "killed")
-    with pytest.raises(Killed):
-        run(killed, callbacks=[_kill_after(3), lambda i: resumed_losses.append(i.metrics["loss/total"])])
-    assert not (tmp_path / "killed").exists()  # no output from a killed run
+    resumed_losses = _run_until_step_3_and_sigkill(killed, tmp_path / "at-step-3.json")
+    assert resumed_losses[:3] == full_losses[:3]  # the child is the same run so far
+    assert not (tmp_path / "killed").exists() and not (tmp_path / "killed-teacher").exists()
     assert [s for s, _ in list_checkpoints(killed.checkpoint_path)] == [2]
 
     resumed_losses = resumed_losses[:2]  # what the checkpoint at step 2 holds
