@@ -63,6 +63,7 @@ def kfp_api():
     server.server_close()
 
 
+@pytest.mark.filterwarnings("ignore:This client only works with Kubeflow Pipeline v2:FutureWarning")
 def test_submit_creates_the_experiment_and_posts_the_pipeline_with_the_profile_parameters(kfp_api, capsys):
     endpoint, requests = kfp_api
     code = lead_msmarco.main(
