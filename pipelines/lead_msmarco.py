@@ -375,8 +375,15 @@ def executed_tasks(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if p.is_dir()) if run_dir.is_dir() else []
 
 
-def metric_rows(outputs: dict[str, Any]) -> dict[str, dict[str, float]]:
-    return {SYSTEMS[name]: dict(outputs[name].metadata) for name in SYSTEMS}
+def metric_rows(outputs: dict[str, Any], measures: list[str]) -> dict[str, dict[str, float]]:
+    """System -> measure -> value, measures in the order of the `metrics` parameter (the Metrics
+    artifacts' metadata comes back from kfp.local in no fixed order)."""
+    rows = {}
+    for name, system in SYSTEMS.items():
+        metadata = dict(outputs[name].metadata)
+        order = [m for m in measures if m in metadata] + sorted(m for m in metadata if m not in measures)
+        rows[system] = {m: metadata[m] for m in order}
+    return rows
 
 
 def run_local(args: argparse.Namespace) -> dict[str, Any]:
@@ -406,7 +413,7 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     with pipeline_run("lead_msmarco", {"profile": args.profile, **values}) as parent:
         task = pipeline(**values)
         wall = time.time() - start
-        rows = metric_rows(task.outputs)
+        rows = metric_rows(task.outputs, values["metrics"])
         new_dirs = sorted({p.name for p in pipeline_root.iterdir()} - before)
         run_dir = pipeline_root / new_dirs[-1] if new_dirs else pipeline_root
         executed = executed_tasks(run_dir)

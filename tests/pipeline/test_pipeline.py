@@ -260,3 +260,15 @@ def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):
     once(marker=str(marker))  # now a cache hit: no task folder in the third run
     third = sorted(set(root.iterdir()) - set(runs))
     assert third == [] or lead_msmarco.executed_tasks(third[0]) == []
+
+
+def test_metric_table_columns_follow_the_metrics_parameter_whatever_order_kfp_returns():
+    from types import SimpleNamespace
+
+    shuffled = {"RR@10": 0.5, "R@100": 0.9, "nDCG@10": 0.6, "AP@1000": 0.3}
+    outputs = {name: SimpleNamespace(metadata=dict(shuffled)) for name in lead_msmarco.SYSTEMS}
+    rows = lead_msmarco.metric_rows(outputs, ["nDCG@10", "RR@10", "R@100"])
+    assert list(rows) == list(lead_msmarco.SYSTEMS.values())
+    for values in rows.values():
+        assert list(values) == ["nDCG@10", "RR@10", "R@100", "AP@1000"]  # unlisted ones last
+        assert values == shuffled
