@@ -58,6 +58,13 @@ def setup() -> DistContext:
     return DistContext(rank, world_size, local_rank, device, owns)
 
 
+def _all_gather_cat(local: Tensor) -> Tensor:
+    """Equal-shaped pieces [n, ...] of every rank, concatenated in rank order: [world * n, ...]."""
+    pieces = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(pieces, local.contiguous())
+    return torch.cat(pieces, dim=0)
+
+
 class _AllGatherSumGrad(torch.autograd.Function):
     """All-gather equal-shaped pieces [n, ...] -> [world * n, ...]; backward sums the gradient of
     the whole gathered tensor over ranks and returns this rank's slice.
@@ -69,11 +76,8 @@ class _AllGatherSumGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, local: Tensor) -> Tensor:
-        world, rank = dist.get_world_size(), dist.get_rank()
-        pieces = [torch.empty_like(local) for _ in range(world)]
-        dist.all_gather(pieces, local.contiguous())
-        ctx.rank, ctx.n = rank, local.shape[0]
-        return torch.cat(pieces, dim=0)
+        ctx.rank, ctx.n = dist.get_rank(), local.shape[0]
+        return _all_gather_cat(local)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
@@ -97,11 +101,8 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    world = dist.get_world_size()
-    shape = torch.tensor(tensor.shape, device=tensor.device, dtype=torch.long)
-    shapes = [torch.empty_like(shape) for _ in range(world)]
-    dist.all_gather(shapes, shape)
-    shapes_list = [s.tolist() for s in shapes]
+    shape = torch.tensor([tensor.shape], device=tensor.device, dtype=torch.long)  # [1, dims]
+    shapes_list = _all_gather_cat(shape).tolist()  # one shape per rank
     target = [max(s[d] for s in shapes_list) for d in range(tensor.dim())]
 
     local = tensor.contiguous()
@@ -109,12 +110,8 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
         padded = local.new_zeros(target)  # differentiable: autograd routes the slice back to `local`
         padded[tuple(slice(0, n) for n in local.shape)] = local
         local = padded
-    if local.is_floating_point():
-        gathered = _AllGatherSumGrad.apply(local)
-    else:  # masks and ids: no gradient
-        pieces = [torch.empty_like(local) for _ in range(world)]
-        dist.all_gather(pieces, local)
-        gathered = torch.cat(pieces, dim=0)
+    # masks and ids carry no gradient
+    gathered = _AllGatherSumGrad.apply(local) if local.is_floating_point() else _all_gather_cat(local)
     rows = target[0]
     return torch.cat([gathered[r * rows : r * rows + s[0]] for r, s in enumerate(shapes_list)], dim=0)
 

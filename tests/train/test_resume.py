@@ -21,13 +21,15 @@ from tests.train.conftest import base_config, same_weights, state_of
 # Runs the trainer in a child process that stalls inside step 3's callback (after the checkpoint
 # at step 2) and tells the test so; the test then SIGKILLs it: no cleanup code gets to run.
 _STALLING_TRAINER = """
-import json, sys, time, torch
+import json, os, sys, time, torch
 from lead_core.train import Config, run
 torch.set_num_threads(1)
 config, marker = Config(**json.loads(sys.argv[1])), sys.argv[2]
 def stall(info):
     if info.step == 3:
-        open(marker, "w").write(json.dumps(losses + [info.metrics["loss/total"]]))
+        with open(marker + ".tmp", "w") as fh:
+            fh.write(json.dumps(losses + [info.metrics["loss/total"]]))
+        os.replace(marker + ".tmp", marker)  # the test never reads a half-written marker
         time.sleep(600)
     losses.append(info.metrics["loss/total"])
 losses = []
@@ -46,7 +48,6 @@ def _run_until_step_3_and_sigkill(config, marker) -> list[float]:
         while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert marker.exists(), f"the child never reached step 3 (exit code {child.poll()})"
-        time.sleep(0.2)  # the marker is written; let the write finish
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
