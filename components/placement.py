@@ -28,6 +28,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
 # The ConfigMap that deploy/base/kfp-artifact-store.yaml creates: MLFLOW_TRACKING_URI and
 # MLFLOW_EXPERIMENT_NAME for every task (optional: without it tracking is off).
 MLFLOW_CONFIG_MAP = "lead-tracking"
+# The secret deploy/base/secret.example.yaml defines next to it: the MLflow user the tasks log as
+# (MLFLOW_TRACKING_USERNAME/PASSWORD; the deployed server requires authentication).
+MLFLOW_CREDENTIALS_SECRET = "lead-mlflow-tracking"
 
 
 class TaskPlacer:
@@ -79,6 +82,16 @@ class TaskPlacer:
                 },
                 optional=True,
             )
+        # Optional like the ConfigMap: an open server, or none, needs no credentials.
+        kubernetes.use_secret_as_env(
+            task,
+            MLFLOW_CREDENTIALS_SECRET,
+            {
+                "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+            },
+            optional=True,
+        )
         # The MLflow run of this stage is named after the step (a constant: caching is unaffected).
         task.set_env_variable("LEAD_STAGE_NAME", name)
         # The KFP run id, to group stage runs in MLflow (from a pod label: in no cache key).
