@@ -15,8 +15,10 @@ from typing import Any
 class StepLogWriter:
     """A `lead_core.train.run` callback appending each step's metrics to a JSONL file (rank 0 only).
 
-    Use as `train.run(config, callbacks=[StepLogWriter(path)])`; the file is flushed every line, so
-    a killed run leaves the steps it finished. Call `close()` when training returns.
+    `lead train --step-log` writes it through a temporary committed with the model (a failed run
+    leaves no log) and keeps a copy in every checkpoint, which `--resume` continues from. As a
+    callback (`train.run(config, callbacks=[StepLogWriter(path)])`) it writes `path` directly,
+    flushed every line. Call `close()` when training returns.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -30,6 +32,13 @@ class StepLogWriter:
         row = {"step": int(info.step)}
         row.update({k: float(v) for k, v in info.metrics.items() if math.isfinite(float(v))})
         self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def restore(self, saved: str | Path) -> None:
+        """Replace what was written so far with the rows of `saved` (the copy in a checkpoint)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(Path(saved).read_text())
         self._file.flush()
 
     def close(self) -> None:

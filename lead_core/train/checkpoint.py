@@ -6,12 +6,18 @@ Layout of `<checkpoint_dir>/step-00001000/` (each written atomically, the latest
     trainer.pt      step, data position, optimizer and scheduler state, the RNG states of every
                     rank (torch, numpy, python, CUDA), the layer-selection generator and current
                     selection, the world size and the trajectory config (checked on resume)
+    step_log.jsonl  the run's --step-log up to this step (a resumed run continues it)
+
+`trainer.pt` holds only tensors and plain Python values (numpy's RNG state is stored as a tensor),
+so it is read with `torch.load(weights_only=True)`: a file crafted to run code when unpickled is
+refused instead of executed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
 import re
 import shutil
@@ -25,11 +31,16 @@ from lead_core.artifacts import atomic_path
 from lead_core.config import ConfigError
 
 STATE_FILE = "trainer.pt"
+STEP_LOG_FILE = "step_log.jsonl"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 class CheckpointMismatchError(ConfigError):
     """A checkpoint was written by a run with another config (or world size)."""
+
+
+class UnsafeCheckpointError(ConfigError):
+    """A checkpoint's state file holds objects that loading would have to execute code to build."""
 
 
 def config_hash(fields: dict[str, Any]) -> str:
@@ -38,15 +49,33 @@ def config_hash(fields: dict[str, Any]) -> str:
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states: python, numpy global, torch CPU and (when present) CUDA."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),  # uint32 words; int64 tensors load safely
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -76,8 +105,10 @@ def save_checkpoint(
     models: dict[str, Any],
     state: dict[str, Any],
     keep: int = 2,
+    step_log: Path | None = None,
 ) -> Path:
-    """Write `step-<step>/` atomically (models saved with .save, `state` with torch.save); prune.
+    """Write `step-<step>/` atomically (models saved with .save, `state` with torch.save, a copy
+    of `step_log`); prune.
 
     Only the latest `keep` checkpoints remain; older ones are removed after the new one is in
     place, so a crash never leaves fewer than before.
@@ -88,14 +119,25 @@ def save_checkpoint(
         for name, model in models.items():
             model.save(tmp / name)
         torch.save(state, tmp / STATE_FILE)
+        if step_log is not None:
+            shutil.copyfile(step_log, tmp / STEP_LOG_FILE)
     for _, old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    # Our own file (RNG states hold numpy arrays and tuples), hence weights_only=False.
-    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+    """The state of checkpoint `path`, loaded with weights_only=True (tensors and plain values only)."""
+    file = Path(path) / STATE_FILE
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"{file}: refused to load: it holds objects other than tensors and plain Python values, "
+            f"which could run code when loaded ({first}). lead writes no such state; resume only "
+            "from checkpoints of a trusted run, or remove this checkpoint"
+        ) from None
 
 
 def check_compatible(path: Path, state: dict[str, Any], fields: dict[str, Any], world_size: int) -> None:

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core.config import ConfigError, to_dict
 from lead_core.losses import (
     contrastive_loss,
@@ -255,6 +256,15 @@ class _Prepared:
 
 
 @dataclass
+class TrainOutputs:
+    """Where the trainer writes: `run` points these at the temporaries of its atomic outputs."""
+
+    student: Path
+    teacher: Path | None = None
+    step_log: Any = None  # a lead_core.report.logs.StepLogWriter, written before each checkpoint
+
+
+@dataclass
 class _History:
     first: dict[str, float] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)
@@ -304,6 +314,9 @@ class Trainer:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.trainable = [p for g in groups for p in g["params"]]
         self.step = 0
+        self.outputs = TrainOutputs(
+            Path(config.out), Path(config.out_teacher) if config.out_teacher else None
+        )
 
     # -- set-up helpers --------------------------------------------------------------------------
     def _check_pair(self) -> None:
@@ -550,6 +563,7 @@ class Trainer:
                 self._checkpoint_models(),
                 state,
                 self.config.keep_checkpoints,
+                step_log=self.outputs.step_log.path if self.outputs.step_log is not None else None,
             )
             log.info("checkpoint %s", path)
         self.ctx.barrier()
@@ -579,6 +593,14 @@ class Trainer:
         self.selection = state["selection"]
         ckpt.set_rng_state(state["rng"][self.ctx.rank])
         self.step = state["step"]
+        if self.outputs.step_log is not None:
+            saved_log = latest / ckpt.STEP_LOG_FILE
+            if saved_log.is_file():
+                self.outputs.step_log.restore(saved_log)  # steps 1..step; later ones are redone
+            else:
+                log.warning(
+                    "%s: no step log in the checkpoint; --step-log starts at step %d", latest, self.step + 1
+                )
         log.info("resumed from %s (step %d of %d)", latest, self.step, self.total_steps)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -641,8 +663,6 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics['loss/total']:.4f}", qps=f"{metrics['queries_per_s']:.1f}")
                 bar.update(1)
 
-                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
-                    self.save_checkpoint()
                 info = StepInfo(
                     step=self.step,
                     total_steps=self.total_steps,
@@ -655,6 +675,10 @@ class Trainer:
                     world_size=ctx.world_size,
                     selection=self.selection,
                 )
+                if self.outputs.step_log is not None:
+                    self.outputs.step_log(info)  # before the checkpoint, which keeps a copy
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(info)
         finally:
@@ -674,11 +698,9 @@ class Trainer:
     def _finish(self, tracker, history: _History, steps_run: int, seconds: float, queries_per_step: int):
         config = self.config
         if self.ctx.is_main:
-            self.student.save(config.out)
-            if config.out_teacher:
-                self.teacher.save(config.out_teacher)
-            if config.log_model:
-                tracker.log_artifacts(config.out, "model")
+            self.student.save(self.outputs.student)
+            if self.outputs.teacher is not None:
+                self.teacher.save(self.outputs.teacher)
         self.ctx.barrier()
         summary: dict[str, Any] = {f"final/{k}": v for k, v in history.last.items()}
         summary.update({f"first/{k}": v for k, v in history.first.items()})
@@ -711,19 +733,29 @@ def run(config: Config, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any
     """
     config.validate()
     ctx = distributed.setup()
-    step_log = None
     try:
-        if config.step_log and ctx.is_main:
-            from lead_core.report.logs import StepLogWriter  # lazy: report pulls in evaluation code
+        if not ctx.is_main:
+            return Trainer(config, ctx, callbacks).train(SafeTracker(None))
+        # Every output is checked before the models load; all are committed together at the end.
+        outputs = atomic_outputs(config.out, config.out_teacher, config.step_log)
+        if config.checkpoint_every:
+            check_writable(Path(config.checkpoint_path) / "step-00000000")
+        with stage_run("train", to_dict(config)) as tracker:
+            with outputs as (out, out_teacher, step_log_path):
+                step_log = None
+                if step_log_path is not None:
+                    from lead_core.report.logs import StepLogWriter  # lazy: report pulls in evaluation code
 
-            step_log = StepLogWriter(config.step_log)
-            callbacks = [*callbacks, step_log]
-        trainer = Trainer(config, ctx, callbacks)
-        if ctx.is_main:
-            with stage_run("train", to_dict(config)) as tracker:
-                return trainer.train(SafeTracker(tracker))
-        return trainer.train(SafeTracker(None))
+                    step_log = StepLogWriter(step_log_path)
+                try:
+                    trainer = Trainer(config, ctx, callbacks)
+                    trainer.outputs = TrainOutputs(out, out_teacher, step_log)
+                    summary = trainer.train(SafeTracker(tracker))
+                finally:
+                    if step_log is not None:
+                        step_log.close()
+            if config.log_model:
+                SafeTracker(tracker).log_artifacts(config.out, "model")
+            return summary
     finally:
-        if step_log is not None:
-            step_log.close()
         ctx.close()
