@@ -115,6 +115,21 @@ def test_ties_are_ranked_by_doc_id_and_judged_grades_are_thresholds():
     assert groups.to_pylist()[0]["negative_ids"] == ["x", "y", "z"]
 
 
+def test_exclusion_and_positives_use_their_own_thresholds():
+    # Grades 2 (w), 1 (x), 0 (y); z unjudged. Positives at >= 2, but every judged-relevant (>= 1)
+    # document is kept out of the negatives: x is neither positive nor negative.
+    run = _run({"q": ["w", "x", "y", "z"]})
+    qrels = _qrels([("q", "w", 2), ("q", "x", 1), ("q", "y", 0)])
+    groups, _ = mine.mine_groups(run, qrels, depth=4, min_relevance=2, exclude_relevance=1)
+    assert groups.to_pylist()[0]["positive_ids"] == ["w"]
+    assert groups.to_pylist()[0]["negative_ids"] == ["y", "z"]
+    # Positives at >= 1, exclusion only at >= 2: x is a positive and may still be drawn as a negative
+    # (the caller asked for it); w never.
+    groups, _ = mine.mine_groups(run, qrels, depth=4, min_relevance=1, exclude_relevance=2)
+    assert groups.to_pylist()[0]["positive_ids"] == ["w", "x"]
+    assert groups.to_pylist()[0]["negative_ids"] == ["x", "y", "z"]
+
+
 def test_queries_without_positives_or_negatives_are_counted():
     run = _run({"qa": ["a0", "a1"], "qb": ["b0"], "qz": ["z0"]})
     qrels = _qrels([("qa", "a0", 1), ("qb", "b0", 1)])

@@ -103,6 +103,29 @@ def de_bert_teacher(tmp_path_factory, tiny_bert) -> Path:
     return path
 
 
+def without_dropout(backbone: Path, folder: Path) -> Path:
+    """A copy of a backbone folder with dropout off: a training step is then a pure function of
+    the weights and the batch, so a test can recompute it."""
+    import json
+    import shutil
+
+    shutil.copytree(backbone, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def first_positives(num_queries: int, group_size: int):
+    """bool [Q, Q*G]: query i's positive is passage i*G (the batch layout of lead_core.train.data;
+    also the union of the ranks' batches, which are laid out rank after rank)."""
+    import torch
+
+    mask = torch.zeros(num_queries, num_queries * group_size, dtype=torch.bool)
+    mask[torch.arange(num_queries), torch.arange(num_queries) * group_size] = True
+    return mask
+
+
 def base_config(toy: ToyData, out: Path, **overrides):
     """A Config over the toy data with tiny lengths; `overrides` set any field."""
     from lead_core.train import Config
