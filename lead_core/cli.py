@@ -3,6 +3,10 @@
 Each stage module exports a `Config` dataclass and `run(config) -> dict`; its flags are built from
 the dataclass (see lead_core.config). Modules are imported only when their stage is called, so
 `lead evaluate` does not pay for importing torch.
+
+A user mistake (a `lead_core.errors.UserError`: bad data or config, a missing file or package,
+an unreachable URI, an unwritable output) is printed as one line, ``lead <stage>: error: ...``,
+with exit status 1 and no traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import logging
 import sys
 
 from lead_core import __version__
-from lead_core.config import ConfigError, add_arguments, from_args
-from lead_core.data.schema import SchemaError
+from lead_core.config import add_arguments, from_args
+from lead_core.errors import UserError
 
 # stage name -> (module, one-line description)
 STAGES: dict[str, tuple[str, str]] = {
@@ -30,6 +34,18 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("lead_core.evaluate", "TREC measures of a run against qrels; paired t-test vs a baseline"),
     "report": ("lead_core.report", "a table and plots over the metrics of many runs"),
 }
+
+
+# User errors: lead_core's own, and the operating system's errors about a path the user gave
+# (their message names the path).
+USER_ERRORS = (
+    UserError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _load_stage(name: str):
@@ -66,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = from_args(config_cls, args)
         result = run(config)
-    except (ConfigError, SchemaError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"lead {head.stage}: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split())  # one line, whatever the message
+        print(f"lead {head.stage}: error: {message}", file=sys.stderr)
         return 1
     if result and logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.debug("result: %s", json.dumps(result, default=str))

@@ -16,10 +16,12 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from lead_core.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or flag has a wrong name or value."""
 
 
@@ -110,19 +112,41 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def _yaml_error(path: Path, err: Exception) -> str:
+    """One line naming the file, line and column (1-based) of a YAML syntax error.
+
+    PyYAML's own message names ``<unicode string>`` and spans several lines; its marks are 0-based.
+    """
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    return f"{where}: not valid YAML: {f'{context}, ' if context else ''}{problem}"
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a dict."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (IsADirectoryError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable config file ({err})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(_yaml_error(path, err)) from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from err
+            raise ConfigError(
+                f"{path}: line {err.lineno}, column {err.colno}: not valid JSON: {err.msg}"
+            ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of field names to values")
     return data

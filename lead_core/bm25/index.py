@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from bm25s.tokenization import Tokenizer
 from tqdm.auto import tqdm
 
-from lead_core.data.schema import CORPUS, iter_batches, read_metadata
+from lead_core.config import ConfigError
+from lead_core.data.schema import CORPUS, SchemaError, iter_batches, read_metadata
 
 logger = logging.getLogger(__name__)
 # bm25s pins its logger at DEBUG, which bypasses the CLI's level; let it follow the root logger.
@@ -42,13 +43,13 @@ def make_tokenizer(stopwords: str = "en", stemmer: str = "english") -> Tokenizer
         try:
             stem = Stemmer.Stemmer(stemmer)
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown stemmer {stemmer!r}; PyStemmer knows {sorted(Stemmer.algorithms())} (or 'none')"
             ) from None
     try:
         return Tokenizer(lower=True, stopwords=stop, stemmer=stem)
     except ValueError as err:
-        raise ValueError(f"stopwords {stopwords!r}: {err}") from None
+        raise ConfigError(f"stopwords {stopwords!r}: {err}") from None
 
 
 def document_texts(batch: pa.RecordBatch) -> list[str]:
@@ -84,7 +85,7 @@ class BM25Index:
         tokenizer = make_tokenizer(stopwords, stemmer)
         total = read_metadata(corpus)["num_rows"]
         if total == 0:
-            raise ValueError(f"{corpus}: the corpus is empty")
+            raise SchemaError(f"{corpus}: the corpus is empty")
         token_ids: list[list[int]] = []
         id_chunks: list[pa.Array] = []
         with tqdm(total=total, desc="bm25 tokenize corpus", unit="doc") as bar:

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lead_core.config import ConfigError
 from lead_core.data.schema import GROUPS, SchemaError, validate_table
 
 
@@ -23,7 +24,7 @@ class Judgements:
 
     def __init__(self, qrels: pa.Table, positive_relevance: int = 1):
         if positive_relevance < 1:
-            raise ValueError(f"positive_relevance must be >= 1, got {positive_relevance}")
+            raise ConfigError(f"positive_relevance must be >= 1, got {positive_relevance}")
         relevant = qrels.filter(pc.greater(qrels.column("relevance"), 0))
         self.positives: dict[str, list[str]] = {}
         self.relevant: dict[str, set[str]] = {}
@@ -74,7 +75,7 @@ def random_negatives(doc_ids: pa.Array, relevant: set[str], n: int, rng: np.rand
     """
     available = len(doc_ids) - len(relevant)
     if n > available:
-        raise ValueError(
+        raise ConfigError(
             f"cannot draw {n} random negatives: the corpus has only {available} documents "
             "not judged relevant to the query"
         )

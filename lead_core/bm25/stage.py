@@ -26,12 +26,13 @@ from lead_core.bm25.negatives import (
     query_rng,
     random_negatives,
 )
-from lead_core.config import to_dict
+from lead_core.config import ConfigError, to_dict
 from lead_core.data.schema import (
     CORPUS,
     GROUPS,
     QUERIES,
     RUN,
+    SchemaError,
     iter_batches,
     open_writer,
     read_table,
@@ -83,9 +84,9 @@ class Config:
     def __post_init__(self) -> None:
         for name in ("k", "num_negatives", "corpus_batch_size", "query_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.out_groups and not self.qrels:
-            raise ValueError("--out-groups needs --qrels: groups are built from each query's positives")
+            raise ConfigError("--out-groups needs --qrels: groups are built from each query's positives")
 
 
 def _batch_run(
@@ -111,7 +112,7 @@ def run(config: Config) -> dict:
     started = time.perf_counter()
     queries = read_table(config.queries, QUERIES)
     if queries.num_rows == 0:
-        raise ValueError(f"{config.queries}: no queries")
+        raise SchemaError(f"{config.queries}: no queries")
     judgements = None
     if config.out_groups:
         qrels = read_qrels(config.qrels)

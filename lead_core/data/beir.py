@@ -1,7 +1,8 @@
-"""Readers for the BEIR layout: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv[.gz]``.
+"""Readers for the BEIR layout: ``corpus.jsonl[.gz|.bz2]``, ``queries.jsonl[.gz|.bz2]``, ``qrels/<split>.tsv[.gz|.bz2]``.
 
-- corpus records are ``{"_id", "title", "text"}`` (``title`` may be empty or absent, as BEIR's own
-  loader allows; ``_id`` and a non-empty ``text`` are required);
+- corpus records are ``{"_id", "title", "text"}``: ``_id`` is required; ``title`` and ``text`` may
+  each be empty or absent, as BEIR's own loader allows (title-only documents are common in classic
+  test collections). A document with neither is kept or skipped by ingest's ``empty_documents``;
 - query records are ``{"_id", "text"}`` (other keys such as ``metadata`` are ignored); the file holds
   the queries of every split;
 - qrels are tab-separated with the header ``query-id<TAB>corpus-id<TAB>score``.
@@ -19,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lead_core.data.io import iter_line_batches, resolve
-from lead_core.data.msmarco import SplitNotFoundError, check_unique, check_unique_pairs
+from lead_core.data.io import COMPRESSED_SUFFIXES, iter_line_batches, resolve
+from lead_core.data.msmarco import SplitNotFoundError, check_unique
 from lead_core.data.schema import SchemaError
+from lead_core.data.trec import check_repeated_pairs
 
 ARCHIVE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -33,10 +35,10 @@ def archive_url(name: str) -> str:
 
 
 def _find(folder: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz"):
+    for name in (stem, *(stem + suffix for suffix in COMPRESSED_SUFFIXES)):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"{folder}: no {stem}[.gz] (is this a BEIR dataset folder?)")
+    raise FileNotFoundError(f"{folder}: no {stem}[.gz|.bz2] (is this a BEIR dataset folder?)")
 
 
 def corpus_path(folder: str | Path) -> Path:
@@ -52,16 +54,17 @@ def splits(folder: str | Path) -> list[str]:
     qrels = Path(folder) / "qrels"
     if not qrels.is_dir():
         return []
-    return sorted(p.name.split(".")[0] for p in qrels.iterdir() if p.name.endswith((".tsv", ".tsv.gz")))
+    names = (".tsv", *(".tsv" + suffix for suffix in COMPRESSED_SUFFIXES))
+    return sorted(p.name.split(".")[0] for p in qrels.iterdir() if p.name.endswith(names))
 
 
 def qrels_path(folder: str | Path, split: str) -> Path:
     folder = Path(folder)
-    for name in (f"{split}.tsv", f"{split}.tsv.gz"):
+    for name in (f"{split}.tsv", *(f"{split}.tsv{suffix}" for suffix in COMPRESSED_SUFFIXES)):
         if (folder / "qrels" / name).is_file():
             return folder / "qrels" / name
     raise SplitNotFoundError(
-        f"{folder / 'qrels'}: no qrels file for split {split!r} (looked for {split}.tsv[.gz]); "
+        f"{folder / 'qrels'}: no qrels file for split {split!r} (looked for {split}.tsv[.gz|.bz2]); "
         f"splits found: {splits(folder) or 'none'}"
     )
 
@@ -108,9 +111,13 @@ def _json_records(
 
 
 def iter_corpus(path: str | Path, batch_size: int = 100_000) -> Iterator[pa.Table]:
-    """Stream ``corpus.jsonl[.gz]`` as tables (doc_id, title, text, line) of up to `batch_size` rows."""
+    """Stream ``corpus.jsonl[.gz]`` as tables (doc_id, title, text, line) of up to `batch_size` rows.
+
+    A missing or null ``title``/``text`` reads as "" (BEIR's GenericDataLoader reads both with
+    ``dict.get`` and accepts any value); whether a document with neither is kept is ingest's call.
+    """
     path = resolve(path)
-    for columns, lines in _json_records(path, ("_id", "text"), ("title",), batch_size):
+    for columns, lines in _json_records(path, ("_id",), ("title", "text"), batch_size):
         yield pa.table(
             {
                 "doc_id": pa.array(columns["_id"], pa.string()),
@@ -184,5 +191,5 @@ def read_qrels(path: str | Path) -> pa.Table:
             "line": pa.array(lines, pa.int64()),
         }
     )
-    check_unique_pairs(path, table)
+    check_repeated_pairs(path, table, "judged")
     return table

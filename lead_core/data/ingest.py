@@ -10,6 +10,18 @@ convention (queries.jsonl holds every split's queries; a split is the queries it
 what MS MARCO's ``dev.small`` and TREC DL topics already are; it also keeps training splits free of
 queries with no positive. ``keep_queries_without_qrels`` keeps them (e.g. to search the eval split).
 
+Documents: a title-only document (empty text) is an ordinary document. A document with neither
+title nor text (empty or whitespace only) is kept by default, as BEIR's ``GenericDataLoader`` does
+(beir/datasets/data_loader.py reads every record's ``title`` and ``text`` with ``dict.get`` and
+checks neither, so such a document stays in its corpus and its qrels stay judged);
+``empty_documents="skip"`` leaves them out. Either way one warning counts them and names the first
+few ids and lines. Skipping is the user's explicit request to remove those documents, so qrels that
+judge one are dropped too (every qrel of the artifact must name a corpus document, the invariant
+that ``drop_unknown_qrels`` also keeps) and reported by one warning of the same form; they are
+counted as ``qrels_dropped_skipped_doc``, apart from ``qrels_dropped_unknown_doc``, so a document
+missing from the corpus still fails unless ``drop_unknown_qrels`` is set. A corpus in which every
+document is empty is an error: it is almost surely not in the layout's format.
+
 The output folder is written atomically: on any error nothing appears at ``out``.
 """
 
@@ -28,7 +40,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from lead_core.artifacts import atomic_path
-from lead_core.config import to_dict
+from lead_core.config import ConfigError, to_dict
 from lead_core.data import beir, msmarco
 from lead_core.data.io import resolve_dir
 from lead_core.data.schema import CORPUS, GROUPS, QRELS, QUERIES, RUN, SchemaError, open_writer, write_table
@@ -66,6 +78,13 @@ class Config:
         default=False,
         metadata={
             "help": "msmarco: also write groups.parquet from qidpidtriples.<split>... (official negatives)"
+        },
+    )
+    empty_documents: Literal["keep", "skip"] = field(
+        default="keep",
+        metadata={
+            "help": "documents with neither title nor text: keep them (BEIR's loader does) or skip them "
+            "and the qrels that judge them; either way one warning counts them"
         },
     )
     batch_size: int = field(default=100_000, metadata={"help": "corpus lines per Parquet batch"})
@@ -125,14 +144,43 @@ def _duplicated(sorted_hashes: np.ndarray) -> np.ndarray:
     return np.unique(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]])
 
 
+# How many ids (with their lines) a warning about empty documents or their qrels names.
+FIRST_IDS = 5
+
+
+@dataclass
+class EmptyDocuments:
+    """The corpus documents with neither title nor text: how many, the first few, and (if skipped)
+    the hashes of their ids, to tell their qrels apart from qrels of documents not in the file."""
+
+    count: int = 0
+    first: list[tuple[str, int]] = field(default_factory=list)  # (doc id, line)
+    skipped: IdHashes | None = None
+
+
+def _named(pairs: list[tuple[str, int]], total: int) -> str:
+    """ "'d1' (line 3), 'd7' (line 9), ..." for the first pairs of `total`."""
+    text = ", ".join(f"{doc_id!r} (line {line})" for doc_id, line in pairs)
+    return text + (", ..." if total > len(pairs) else "")
+
+
 def write_corpus(
-    path: Path, batches: Callable[[], Iterator[pa.Table]], out: Path, config: dict
-) -> tuple[int, IdHashes]:
+    path: Path,
+    batches: Callable[[], Iterator[pa.Table]],
+    out: Path,
+    config: dict,
+    empty_documents: str = "keep",
+) -> tuple[int, IdHashes, EmptyDocuments]:
     """Stream `batches()` (tables with the corpus columns and `line`) into `out`; check ids are unique.
 
-    Returns (number of documents, their id hashes). Memory: one batch plus 8 bytes per document.
+    Documents with neither title nor text are written or left out as `empty_documents` ("keep" or
+    "skip") says. Returns (number of documents written, their id hashes, the empty documents).
+    Memory: one batch plus 8 bytes per document.
     """
     hashes: list[np.ndarray] = []
+    skipped: list[np.ndarray] = []
+    empty = EmptyDocuments()
+    read = 0
     with open_writer(out, CORPUS, config) as writer, tqdm(desc="ingest corpus", unit=" docs") as bar:
         for batch in batches():
             h = hash_ids(batch.column("doc_id"))
@@ -140,19 +188,60 @@ def write_corpus(
             dup = _duplicated(h_sorted)
             if len(dup):  # within the batch: report it before the writer's row-based check does
                 _report_duplicate(path, batches, dup)
+            read += batch.num_rows
+            blank = pc.and_(
+                msmarco.is_blank(batch.column("title")), msmarco.is_blank(batch.column("text"))
+            ).to_numpy(zero_copy_only=False)
+            if blank.any():
+                rows = np.flatnonzero(blank)
+                empty.count += len(rows)
+                for i in rows[: FIRST_IDS - len(empty.first)]:
+                    empty.first.append((batch.column("doc_id")[i].as_py(), batch.column("line")[i].as_py()))
+                if empty_documents == "skip":
+                    skipped.append(h[blank])
+                    batch = batch.filter(pa.array(~blank))
+                    h_sorted = np.sort(h[~blank])
             writer.write(batch)
             hashes.append(h_sorted)
             bar.update(batch.num_rows)
         count = writer.num_rows
+    if read and empty.count == read:
+        raise SchemaError(
+            f"{path}: all {read} documents have neither title nor text: is the file in this layout's "
+            "format (BEIR: JSON lines with '_id', 'title', 'text'; MS MARCO: pid<TAB>passage)?"
+        )
     if count == 0:
         raise SchemaError(f"{path}: no documents in the corpus")
-    all_hashes = np.concatenate(hashes)
-    del hashes
+    if empty.count:
+        action = (
+            "left out (empty_documents=skip)"
+            if empty_documents == "skip"
+            else "kept, as BEIR's loader does (--empty-documents skip leaves them out)"
+        )
+        logger.warning(
+            "%s: %d of %d documents have neither title nor text, %s: %s",
+            path,
+            empty.count,
+            read,
+            action,
+            _named(empty.first, empty.count),
+        )
+    all_hashes = np.concatenate(hashes + skipped)  # an id may not repeat, skipped or not
     all_hashes.sort()
     dup = _duplicated(all_hashes)
     if len(dup):
         _report_duplicate(path, batches, dup)
-    return count, IdHashes(all_hashes)
+    if skipped:
+        empty.skipped = IdHashes(np.concatenate(skipped))
+        all_hashes = np.concatenate(hashes)
+    del hashes, skipped
+    return count, IdHashes(all_hashes), empty
+
+
+def _qrels_at(qrels: pa.Table, mask: np.ndarray) -> list[tuple[str, int]]:
+    """(doc id, line) of the first FIRST_IDS qrels where `mask` is True."""
+    rows = np.flatnonzero(mask)[:FIRST_IDS]
+    return [(qrels.column("doc_id")[i].as_py(), qrels.column("line")[i].as_py()) for i in rows]
 
 
 def _first_false(mask: np.ndarray) -> int:
@@ -210,7 +299,7 @@ def resolve_source(source: str, layout: str) -> Path:
     """The local dataset folder for `source` (``beir:<name>`` -> BEIR's public archive, downloaded once)."""
     if source.startswith("beir:"):
         if layout != "beir":
-            raise ValueError(f"source {source!r} is a BEIR dataset; use --layout beir")
+            raise ConfigError(f"source {source!r} is a BEIR dataset; use --layout beir")
         return resolve_dir(beir.archive_url(source.removeprefix("beir:")))
     return resolve_dir(source)
 
@@ -259,9 +348,9 @@ def _official_groups(
 def run(config: Config) -> dict:
     """Ingest `config.source` into `config.out`/{corpus,queries,qrels}.parquet; returns the counts."""
     if config.batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {config.batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {config.batch_size}")
     if config.layout == "beir" and (config.official_run or config.official_groups):
-        raise ValueError(
+        raise ConfigError(
             "official_run and official_groups read MS MARCO's top1000/qidpidtriples: use --layout msmarco"
         )
     meta = to_dict(config)
@@ -287,9 +376,33 @@ def run(config: Config) -> dict:
             def batches() -> Iterator[pa.Table]:
                 return files.iter_corpus(files.corpus, config.batch_size)
 
-            counts["docs"], docs = write_corpus(files.corpus, batches, tmp / "corpus.parquet", meta)
+            counts["docs"], docs, empty = write_corpus(
+                files.corpus, batches, tmp / "corpus.parquet", meta, config.empty_documents
+            )
+            counts["empty_docs"] = empty.count
+            counts["empty_docs_skipped"] = empty.count if empty.skipped is not None else 0
 
             known = docs.contains(qrels.column("doc_id"))
+            at_skipped = np.zeros(len(known), dtype=bool)
+            if empty.skipped is not None:
+                at_skipped = ~known & empty.skipped.contains(qrels.column("doc_id"))
+            counts["qrels_dropped_skipped_doc"] = int(at_skipped.sum())
+            if at_skipped.any():
+                logger.warning(
+                    "%s: dropped %d of %d qrels whose document has neither title nor text and was "
+                    "skipped (empty_documents=skip): %s",
+                    files.qrels,
+                    int(at_skipped.sum()),
+                    qrels.num_rows,
+                    _named(_qrels_at(qrels, at_skipped), int(at_skipped.sum())),
+                )
+                qrels = qrels.filter(pa.array(~at_skipped))
+                known = known[~at_skipped]
+                if qrels.num_rows == 0:
+                    raise SchemaError(
+                        f"{files.qrels}: every qrel judges a skipped empty document; "
+                        "use --empty-documents keep"
+                    )
             unknown = int((~known).sum())
             if unknown and not config.drop_unknown_qrels:
                 i = _first_false(known)
@@ -300,10 +413,11 @@ def run(config: Config) -> dict:
                 )
             if unknown:
                 logger.warning(
-                    "%s: dropped %d of %d qrels whose document is not in the corpus",
+                    "%s: dropped %d of %d qrels whose document is not in the corpus: %s",
                     files.qrels,
                     unknown,
                     qrels.num_rows,
+                    _named(_qrels_at(qrels, ~known), unknown),
                 )
                 qrels = qrels.filter(pa.array(known))
                 if qrels.num_rows == 0:

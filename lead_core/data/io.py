@@ -1,24 +1,34 @@
-"""Opening dataset files: local paths or remote URIs, gzip handled transparently.
+"""Opening dataset files: local paths or remote URIs, gzip and bzip2 handled transparently.
 
 Remote URIs (``http(s)://``, ``s3://``, ``gs://`` and anything else fsspec knows) are downloaded
 once into a cache folder (``$LEAD_CACHE_DIR``, default ``~/.cache/lead``) with a progress bar,
 then read from there. A cached file is keyed by its URI and appears only when its download
 finished (written through `atomic_path`), so an interrupted download is never mistaken for a
-complete one. Archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``) are unpacked once beside it.
+complete one. Archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``) are unpacked once
+beside it.
 
-The protocol backends are optional extras: http(s) needs ``aiohttp``, s3 ``s3fs``, gs ``gcsfs``
-(``pip install lead-core[remote]``); they are imported only when a URI needs them.
+The protocol backends are optional extras: http(s) needs ``aiohttp`` (a dependency), s3 ``s3fs``,
+gs ``gcsfs`` (``pip install 'lead-core[remote]'``); they are imported only when a URI needs them.
+
+Errors say what to do (all are `lead_core.errors.UserError`s): a truncated or corrupt compressed
+file or archive is a `CorruptFileError` naming it; a remote URI that cannot be read is a
+`RemoteError` whose message tells a DNS failure, a refused connection, "access denied" (HTTP
+401/403) and "not found" (HTTP 404) apart; a missing backend is a `MissingExtraError`.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import itertools
+import lzma
 import os
+import socket
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -27,16 +37,41 @@ from urllib.parse import urlparse
 from tqdm.auto import tqdm
 
 from lead_core.artifacts import atomic_path
+from lead_core.config import ConfigError
 from lead_core.data.schema import SchemaError
+from lead_core.errors import MissingExtraError, UserError, install_hint
 
 CACHE_ENV = "LEAD_CACHE_DIR"
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-# The package that provides each protocol's fsspec filesystem, for the error message when missing.
-_PROTOCOL_PACKAGES = {"http": "aiohttp", "https": "aiohttp", "s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
+# Suffixes of single compressed files that `open_text` reads transparently (detected by magic bytes).
+COMPRESSED_SUFFIXES = (".gz", ".bz2")
+# The package that provides each protocol's fsspec filesystem, and the extra that installs it.
+_PROTOCOL_PACKAGES = {
+    "http": ("aiohttp", "remote"),
+    "https": ("aiohttp", "remote"),
+    "s3": ("s3fs", "remote"),
+    "gs": ("gcsfs", "remote"),
+    "gcs": ("gcsfs", "remote"),
+}
 
 
-class RemoteError(OSError):
-    """A remote URI could not be read (missing backend package, network or server error)."""
+class RemoteError(UserError, OSError):
+    """A remote URI could not be read; `reason` is "dns", "refused", "denied", "not-found" or "other"."""
+
+    def __init__(self, message: str, reason: str = "other"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class RemoteNotFoundError(RemoteError, FileNotFoundError):
+    """The server answered that the remote file does not exist (HTTP 404, no such key)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "not-found")
+
+
+class CorruptFileError(SchemaError):
+    """A compressed file or archive cannot be decompressed: truncated (e.g. a cut download) or damaged."""
 
 
 def cache_dir() -> Path:
@@ -58,18 +93,67 @@ def _local_path(uri: str | Path) -> Path:
 
 
 def _filesystem(uri: str):
-    """The fsspec filesystem for `uri`, or a RemoteError naming the package to install."""
+    """The fsspec filesystem for `uri`, or a MissingExtraError naming the extra to install."""
     import fsspec
 
     protocol = urlparse(uri).scheme
     try:
         return fsspec.filesystem(protocol)
-    except (ImportError, ValueError) as err:
-        package = _PROTOCOL_PACKAGES.get(protocol, f"an fsspec backend for {protocol!r}")
-        raise RemoteError(
-            f"{uri}: reading {protocol}:// URIs needs {package} "
-            f"(pip install {package}, or pip install lead-core[remote]): {err}"
+    except ImportError as err:
+        package, extra = _PROTOCOL_PACKAGES.get(protocol, (f"an fsspec backend for {protocol}://", "remote"))
+        raise MissingExtraError(
+            f"{uri}: reading {protocol}:// URIs needs the Python package {package}, which is not "
+            f"installed: {install_hint(extra)} (or pip install {package})"
         ) from err
+    except ValueError as err:  # fsspec knows no such protocol
+        raise RemoteError(f"{uri}: no filesystem for {protocol}:// URIs ({err})") from None
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """`err` and the exceptions it was raised from, outermost first (fsspec wraps the real cause)."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def remote_error(uri: str, err: BaseException) -> RemoteError:
+    """A RemoteError for a failed read of `uri` that says which of four things went wrong and what to do.
+
+    fsspec's http filesystem reports every failure as a FileNotFoundError; the cause it wraps tells
+    a DNS failure (socket.gaierror), a refused connection, and the HTTP status apart.
+    """
+    parts = urlparse(uri)
+    host = parts.hostname or "?"
+    chain = _causes(err)
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return RemoteError(
+            f"{uri}: cannot resolve the host name {host!r} (DNS lookup failed): "
+            "check the host name in the URI and this machine's network/DNS settings",
+            "dns",
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, "?")
+        return RemoteError(
+            f"{uri}: connection refused by {host}:{port}: no server listens there; "
+            "check the port in the URI and that the server is running",
+            "refused",
+        )
+    status = next((e.status for e in chain if isinstance(getattr(e, "status", None), int)), None)
+    if status in (401, 403) or (status is None and any(isinstance(e, PermissionError) for e in chain)):
+        code = f"HTTP {status}" if status else "permission denied"
+        return RemoteError(
+            f"{uri}: access denied ({code}): the server refuses to serve it to this client; "
+            "check the URI and the credentials (e.g. AWS_*/GOOGLE_* variables) or make the file readable",
+            "denied",
+        )
+    if status == 404 or (status is None and isinstance(chain[-1], FileNotFoundError)):
+        return RemoteNotFoundError(
+            f"{uri}: no such remote file ({'HTTP 404' if status else 'not found'}): check the path in the URI"
+        )
+    detail = f"HTTP {status}" if status else f"{type(chain[-1]).__name__}: {chain[-1]}"
+    return RemoteError(f"{uri}: download failed ({detail})")
 
 
 def cache_path(uri: str) -> Path:
@@ -84,9 +168,10 @@ def _download(uri: str, target: Path) -> None:
     fs = _filesystem(uri)
     try:
         size = fs.info(uri).get("size")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{uri}: no such remote file") from None
-    except Exception:  # noqa: BLE001 - some servers answer no HEAD/size; download without a total
+    except Exception as err:  # noqa: BLE001 - some servers answer no HEAD/size; download without a total
+        error = remote_error(uri, err)
+        if error.reason != "other":
+            raise error from None
         size = None
     with atomic_path(target) as tmp:
         try:
@@ -98,10 +183,8 @@ def _download(uri: str, target: Path) -> None:
                 while chunk := src.read(2**20):
                     dst.write(chunk)
                     bar.update(len(chunk))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{uri}: no such remote file") from None
-        except OSError as err:
-            raise RemoteError(f"{uri}: download failed: {err}") from err
+        except Exception as err:  # noqa: BLE001 - fsspec backends raise their own types; classify
+            raise remote_error(uri, err) from None
 
 
 def resolve(uri: str | Path) -> Path:
@@ -125,15 +208,64 @@ def _is_archive(path: str | Path) -> bool:
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
+# What a truncated or damaged compressed stream raises: EOFError (cut short), zlib.error and
+# lzma.LZMAError (bad data), OSError (gzip.BadGzipFile, a CRC mismatch, bz2's "Invalid data stream").
+_DECOMPRESS_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    gzip.BadGzipFile,
+)
+
+
+def _corrupt(path: Path, kind: str, err: BaseException) -> CorruptFileError:
+    """The error for a `kind` ("gzip", "zip", ...) file that cannot be decompressed."""
+    state = "truncated" if isinstance(err, EOFError) or "end of data" in str(err) else "truncated or corrupt"
+    hint = "download it again"
+    if path.is_relative_to(cache_dir()):
+        hint = f"it is a cached download: delete {path} and run again to download it anew"
+    detail = " ".join(str(err).split())  # tarfile's message spans several lines
+    return CorruptFileError(f"{path}: the {kind} file is {state} ({detail}); {hint}")
+
+
+def _archive_kind(name: str) -> str:
+    name = name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    return next(
+        (
+            kind
+            for suffix, kind in (
+                (".gz", "tar.gz"),
+                (".tgz", "tar.gz"),
+                (".bz2", "tar.bz2"),
+                (".tbz2", "tar.bz2"),
+            )
+            if name.endswith(suffix)
+        ),
+        "tar",
+    )
+
+
 def _unpack(archive: Path, target: Path) -> None:
     """Unpack `archive` into the directory `target` atomically (refusing members that escape it)."""
+    try:
+        _extract(archive, target)
+    except _ARCHIVE_ERRORS as err:
+        raise _corrupt(archive, _archive_kind(archive.name), err) from None
+
+
+def _extract(archive: Path, target: Path) -> None:
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 for member in zf.namelist():
                     if Path(member).is_absolute() or ".." in Path(member).parts:
-                        raise ValueError(f"{archive}: member {member!r} would unpack outside the folder")
+                        raise SchemaError(f"{archive}: member {member!r} would unpack outside the folder")
                 zf.extractall(tmp)
         else:
             with tarfile.open(archive) as tf:
@@ -142,7 +274,7 @@ def _unpack(archive: Path, target: Path) -> None:
                 else:
                     for member in tf.getmembers():
                         if Path(member.name).is_absolute() or ".." in Path(member.name).parts:
-                            raise ValueError(
+                            raise SchemaError(
                                 f"{archive}: member {member.name!r} would unpack outside the folder"
                             )
                     tf.extractall(tmp)
@@ -178,19 +310,66 @@ def resolve_dir(uri: str | Path) -> Path:
         return path
     uri = str(uri).rstrip("/")
     if urlparse(uri).scheme in ("http", "https"):
-        raise ValueError(f"{uri}: an http(s) dataset must be an archive ({', '.join(ARCHIVE_SUFFIXES)})")
+        raise ConfigError(f"{uri}: an http(s) dataset must be an archive ({', '.join(ARCHIVE_SUFFIXES)})")
     target = cache_path(uri + "/").parent / "folder"
     if not target.exists():
         fs = _filesystem(uri)
-        if not fs.isdir(uri):
-            raise FileNotFoundError(f"{uri}: no such remote folder")
+        try:
+            is_dir = fs.isdir(uri)
+        except Exception as err:  # noqa: BLE001 - backend-specific types; classify
+            raise remote_error(uri, err) from None
+        if not is_dir:
+            raise RemoteNotFoundError(f"{uri}: no such remote folder")
         with atomic_path(target) as tmp:
-            files = fs.find(uri)
-            for remote in tqdm(files, desc=f"download {uri}", unit="file"):
-                local = tmp / os.path.relpath(remote, fs._strip_protocol(uri))
-                local.parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(remote, str(local))
+            try:
+                files = fs.find(uri)
+                for remote in tqdm(files, desc=f"download {uri}", unit="file"):
+                    local = tmp / os.path.relpath(remote, fs._strip_protocol(uri))
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    fs.get_file(remote, str(local))
+            except Exception as err:  # noqa: BLE001
+                raise remote_error(uri, err) from None
     return target
+
+
+class _CheckedStream(io.RawIOBase):
+    """A decompressing binary stream whose read errors become a CorruptFileError naming the file."""
+
+    def __init__(self, inner: io.BufferedIOBase, path: Path, kind: str):
+        self._inner = inner
+        self._path = path
+        self._kind = kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self._inner.readinto(buffer)
+        except _DECOMPRESS_ERRORS as err:
+            raise _corrupt(self._path, self._kind, err) from None
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+def open_binary(uri: str | Path) -> io.BufferedIOBase:
+    """Open a (possibly gzip- or bzip2-compressed, possibly remote) file as decompressed bytes.
+
+    The compression is recognised by the file's magic bytes, not its name. A truncated or
+    corrupt compressed stream raises CorruptFileError naming the file when the damage is read.
+    """
+    path = resolve(uri)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: expected a file, found a folder")
+    with open(path, "rb") as fh:
+        magic = fh.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        return io.BufferedReader(_CheckedStream(gzip.open(path, "rb"), path, "gzip"), 2**20)
+    if magic == b"BZh":
+        return io.BufferedReader(_CheckedStream(bz2.open(path, "rb"), path, "bzip2"), 2**20)
+    return open(path, "rb")
 
 
 def open_text(uri: str | Path) -> TextIO:
@@ -199,20 +378,11 @@ def open_text(uri: str | Path) -> TextIO:
     A leading byte-order mark is dropped. Lines split on ``\\n`` only, so unusual separators
     inside a passage (``\\r``, U+2028) stay text.
     """
-    path = resolve(uri)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: expected a file, found a folder")
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="\n")
-    return open(path, encoding="utf-8-sig", newline="\n")
+    return io.TextIOWrapper(open_binary(uri), encoding="utf-8-sig", newline="\n")
 
 
 def _first_bad_utf8_line(path: Path) -> int:
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    with (gzip.open if gzipped else open)(path, "rb") as fh:
+    with open_binary(path) as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
                 raw.decode("utf-8")

@@ -2,7 +2,8 @@
 
 A dataset folder holds
 
-- ``collection.tsv[.gz]``: ``pid<TAB>passage``, one passage a line (8.8M lines in the real one);
+- ``collection.tsv[.gz|.bz2]``: ``pid<TAB>passage``, one passage a line (8.8M lines in the real one);
+  an empty passage is read as an empty document (ingest's ``empty_documents`` keeps or skips it);
 - ``queries.<split>.tsv[.gz]``: ``qid<TAB>query`` (e.g. ``queries.train.tsv``, ``queries.dev.small.tsv``,
   ``queries.dl19.tsv``);
 - ``qrels.<split>.(tsv|txt)[.gz]``: ``qid <iter> pid grade`` (MS MARCO's ``qid 0 pid 1`` and TREC's
@@ -27,13 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from lead_core.data.io import iter_line_batches, open_text, resolve
+from lead_core.data.io import COMPRESSED_SUFFIXES, iter_line_batches, open_text, resolve
 from lead_core.data.schema import SchemaError
-from lead_core.data.trec import read_qrels_text
+from lead_core.data.trec import check_repeated_pairs, read_qrels_text
 
-COLLECTION_NAMES = ("collection.tsv", "collection.tsv.gz")
+COLLECTION_NAMES = ("collection.tsv", *("collection.tsv" + suffix for suffix in COMPRESSED_SUFFIXES))
 _SPLIT_FILE = re.compile(
-    r"^(?P<kind>queries|qrels|top1000|qidpidtriples|triples)\.(?P<split>.+?)(?:\.tsv|\.txt)?(?:\.gz)?$"
+    r"^(?P<kind>queries|qrels|top1000|qidpidtriples|triples)\.(?P<split>.+?)(?:\.tsv|\.txt)?(?:\.gz|\.bz2)?$"
 )
 _KINDS = ("queries", "qrels", "top1000", "qidpidtriples", "triples")
 
@@ -85,7 +86,7 @@ def find_split_file(folder: str | Path, kind: str, split: str) -> Path:
             f"splits with a {kind} file: {splits(folder, kind) or 'none'}"
         )
     if len(candidates) > 1:
-        raise ValueError(
+        raise SchemaError(
             f"{folder}: several {kind} files for split {split!r}: {[p.name for p in candidates]}; keep one"
         )
     return candidates[0]
@@ -128,9 +129,14 @@ def _tsv_batches(
             yield rows, lines
 
 
+def is_blank(column: pa.Array | pa.ChunkedArray) -> pa.BooleanArray | pa.ChunkedArray:
+    """Which string values are empty or whitespace only (`utf8_is_space` is false for "")."""
+    return pc.or_(pc.equal(pc.utf8_length(column), 0), pc.utf8_is_space(column))
+
+
 def _first_empty(column: pa.Array) -> int | None:
     """Index of the first value that is empty or whitespace only, or None."""
-    empty = pc.or_(pc.equal(pc.utf8_length(column), 0), pc.utf8_is_space(column))
+    empty = is_blank(column)
     return pc.index(empty, True).as_py() if pc.any(empty).as_py() else None
 
 
@@ -143,6 +149,8 @@ def _check_nonempty(path: Path, table: pa.Table, column: str, what: str) -> None
 def iter_collection(path: str | Path, batch_size: int = 100_000) -> Iterator[pa.Table]:
     """Stream ``collection.tsv[.gz]`` as tables (doc_id, title="", text, line) of up to `batch_size` rows.
 
+    A passage may be empty (``pid<TAB>``): ingest decides whether such a document is kept.
+
     Memory holds one batch; uniqueness of ids across batches is the caller's check (see ingest).
     Fields are split by Arrow kernels, not by one Python string per field (the file has 8.8M lines).
     """
@@ -153,7 +161,7 @@ def iter_collection(path: str | Path, batch_size: int = 100_000) -> Iterator[pa.
         numbers = np.arange(first, first + len(lines), dtype=np.int64)
         malformed = pc.not_equal(pc.count_substring(lines, "\t"), 1)
         if pc.any(malformed).as_py():
-            blank = pc.or_(pc.equal(pc.utf8_length(lines), 0), pc.utf8_is_space(lines))
+            blank = is_blank(lines)
             wrong = pc.and_not(malformed, blank)
             if pc.any(wrong).as_py():
                 i = pc.index(wrong, True).as_py()
@@ -176,7 +184,6 @@ def iter_collection(path: str | Path, batch_size: int = 100_000) -> Iterator[pa.
             }
         )
         _check_nonempty(path, table, "doc_id", "pid")
-        _check_nonempty(path, table, "text", "passage text")
         yield table
 
 
@@ -221,23 +228,8 @@ def read_queries(path: str | Path) -> pa.Table:
 def read_qrels(path: str | Path) -> pa.Table:
     """``qrels.<split>.(tsv|txt)[.gz]`` (``qid <iter> pid grade``) as (query_id, doc_id, relevance, line)."""
     table = read_qrels_text(resolve(path))
-    check_unique_pairs(Path(path), table)
+    check_repeated_pairs(Path(path), table, "judged")
     return table
-
-
-def check_unique_pairs(path: Path, qrels: pa.Table) -> None:
-    """SchemaError naming both lines of the first query–document pair judged twice."""
-    seen: dict[tuple[str, str], int] = {}
-    for q, d, line in zip(
-        qrels.column("query_id").to_pylist(),
-        qrels.column("doc_id").to_pylist(),
-        qrels.column("line").to_pylist(),
-    ):
-        if (q, d) in seen:
-            raise SchemaError(
-                f"{path}: line {line}: query {q!r} and document {d!r} judged twice (first at line {seen[q, d]})"
-            )
-        seen[q, d] = line
 
 
 def read_top1000(path: str | Path) -> pa.Table:

@@ -22,11 +22,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lead_core.artifacts import atomic_path
+from lead_core.errors import UserError
 
 SCHEMA_VERSION = 1
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """An artifact does not match its schema. The message names the file and the problem."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,7 +31,28 @@ def read_qrels(path: str | Path) -> pa.Table:
         raise FileNotFoundError(f"{path}: no such qrels file")
     if _is_parquet(path):
         return read_table(path, QRELS)
-    return validate_table(read_qrels_text(path), QRELS, where=str(path))
+    table = read_qrels_text(path)
+    check_repeated_pairs(path, table, "judged")
+    return validate_table(table, QRELS, where=str(path))
+
+
+def check_repeated_pairs(path: Path, table: pa.Table, what: str) -> None:
+    """SchemaError naming both lines of the first (query_id, doc_id) pair that `table` holds twice.
+
+    `table` has a `line` column (1-based source lines); `what` completes "query q and document d
+    <what> twice" ("judged", "listed"). Vectorised: a run file has millions of lines.
+    """
+    frame = pd.DataFrame({"q": table.column("query_id").to_numpy(), "d": table.column("doc_id").to_numpy()})
+    repeated = frame.duplicated(keep="first").to_numpy()
+    if repeated.any():
+        i = int(np.flatnonzero(repeated)[0])
+        q, d = frame.q.iloc[i], frame.d.iloc[i]
+        first = int(np.flatnonzero((frame.q == q).to_numpy() & (frame.d == d).to_numpy())[0])
+        lines = table.column("line")
+        raise SchemaError(
+            f"{path}: line {lines[i].as_py()}: query {q!r} and document {d!r} {what} twice "
+            f"(first at line {lines[first].as_py()})"
+        )
 
 
 def read_qrels_text(path: str | Path) -> pa.Table:
@@ -76,7 +99,7 @@ def read_run(path: str | Path) -> pa.Table:
         raise FileNotFoundError(f"{path}: no such run file")
     if _is_parquet(path):
         return read_table(path, RUN)
-    qids, dids, ranks, scores = [], [], [], []
+    qids, dids, ranks, scores, lines = [], [], [], [], []
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -95,16 +118,23 @@ def read_run(path: str | Path) -> pa.Table:
                 ) from None
             qids.append(parts[0])
             dids.append(parts[2])
+            lines.append(lineno)
     if not qids:
         raise SchemaError(f"{path}: no results in run file")
+    finite = np.isfinite(np.asarray(scores, dtype=np.float64))
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise SchemaError(f"{path}: line {lines[i]}: score {scores[i]} is not a finite number")
     table = pa.table(
         {
             "query_id": qids,
             "doc_id": dids,
             "rank": pa.array(ranks, pa.int32()),
             "score": pa.array(scores, pa.float32()),
+            "line": pa.array(lines, pa.int64()),
         }
     )
+    check_repeated_pairs(path, table, "listed")
     return validate_table(table, RUN, where=str(path))
 
 

@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 from ir_measures.measures.base import Measure
 
 from lead_core.artifacts import atomic_path
-from lead_core.data.schema import QRELS, RUN, validate_table
+from lead_core.config import ConfigError
+from lead_core.data.schema import QRELS, RUN, SchemaError, validate_table
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class EvalResult:
         path = Path(path)
         data = json.loads(path.read_text())
         if "per_query" not in data:
-            raise ValueError(f"{path}: no per-query values (write it with per-query output)")
+            raise SchemaError(f"{path}: no per-query values (write it with per-query output)")
         return cls(
             aggregate=data["metrics"],
             per_query=data["per_query"],
@@ -88,12 +89,12 @@ class EvalResult:
 def resolve_measures(names: Sequence[str], relevance_level: int = 1) -> dict[str, Measure]:
     """Parse ir_measures names; binary measures without an explicit `rel` get `relevance_level`.
 
-    Raises ValueError naming the first unknown or unsupported measure.
+    Raises ConfigError naming the first unknown or unsupported measure.
     """
     if not names:
-        raise ValueError("no measures given")
+        raise ConfigError("no measures given")
     if relevance_level < 1:
-        raise ValueError(f"relevance_level must be >= 1, got {relevance_level}")
+        raise ConfigError(f"relevance_level must be >= 1, got {relevance_level}")
     out: dict[str, Measure] = {}
     for name in names:
         name = name.strip()
@@ -101,13 +102,13 @@ def resolve_measures(names: Sequence[str], relevance_level: int = 1) -> dict[str
             measure = ir_measures.parse_measure(name)
             measure.validate_params()
         except Exception as err:  # ir_measures raises NameError, ValueError, SyntaxError, KeyError...
-            raise ValueError(
+            raise ConfigError(
                 f"unknown measure {name!r} ({type(err).__name__}: {err}); use an ir_measures name such as {_EXAMPLES}"
             ) from None
         if relevance_level != 1 and "rel" in measure.SUPPORTED_PARAMS and "rel" not in measure.params:
             measure = measure(rel=relevance_level)
         if not any(p.supports(measure) and p.is_available() for p in ir_measures.DefaultPipeline.providers):
-            raise ValueError(f"measure {name!r} ({measure}) has no available ir_measures provider")
+            raise ConfigError(f"measure {name!r} ({measure}) has no available ir_measures provider")
         out[name] = measure
     return out
 
@@ -123,7 +124,7 @@ def qrels_dict(qrels: pa.Table) -> dict[str, dict[str, int]]:
     ):
         judged = out.setdefault(q, {})
         if d in judged:
-            raise ValueError(f"qrels: query {q!r} judges document {d!r} twice")
+            raise SchemaError(f"qrels: query {q!r} judges document {d!r} twice")
         judged[d] = r
     return out
 
@@ -141,7 +142,7 @@ def _trec_order(run: pa.Table) -> tuple[list[str], np.ndarray, pa.Table]:
     return query_ids, starts, run
 
 
-def run_dicts(run: pa.Table, cutoffs: Sequence[int] = ()) -> tuple[dict, dict[int, dict]]:
+def run_dicts(run: pa.Table, cutoffs: Sequence[int] = (), where: str = "run") -> tuple[dict, dict[int, dict]]:
     """The run as {query id: {doc id: score}}, and the same cut at each of `cutoffs` in trec_eval order.
 
     A (query, doc) pair listed twice is an error (trec_eval would count it once at an
@@ -157,18 +158,18 @@ def run_dicts(run: pa.Table, cutoffs: Sequence[int] = ()) -> tuple[dict, dict[in
         if len(ranked) != b - a:
             seen: set[str] = set()
             dup = next(d for d in docs[a:b] if d in seen or seen.add(d))
-            raise ValueError(f"run: query {q!r} lists document {dup!r} more than once")
+            raise SchemaError(f"{where}: query {q!r} lists document {dup!r} more than once")
         full[q] = ranked
         for k in cutoffs:
             cut[k][q] = ranked if b - a <= k else dict(zip(docs[a : a + k], scores[a : a + k]))
     return full, cut
 
 
-def _check_overlap(run_qids: set[str], qrels: Mapping[str, dict]) -> None:
+def _check_overlap(run_qids: set[str], qrels: Mapping[str, dict], where: str = "run") -> None:
     common = run_qids & qrels.keys()
     if not common:
-        raise ValueError(
-            f"the run names none of the {len(qrels)} qrels queries "
+        raise SchemaError(
+            f"{where}: the run names none of the {len(qrels)} qrels queries "
             f"(run queries e.g. {sorted(run_qids)[:3]}, qrels queries e.g. {sorted(qrels)[:3]}); "
             "wrong qrels file or split?"
         )
@@ -185,21 +186,23 @@ def evaluate_run(
     qrels: pa.Table | Mapping[str, Mapping[str, int]],
     metrics: Sequence[str] = DEFAULT_METRICS,
     relevance_level: int = 1,
+    where: str = "run",
 ) -> EvalResult:
     """Evaluate a RUN table against a QRELS table (or a qrels dict from `qrels_dict`).
 
     Values equal trec_eval's (`-c`, `-l relevance_level`, `-M` for cut-offs); see the module doc.
+    `where` (the run's file) begins the message of an error about the run.
     """
     measures = resolve_measures(metrics, relevance_level)
     qrels_d = qrels if isinstance(qrels, Mapping) else qrels_dict(qrels)
-    run = validate_table(run, RUN, where="run")
+    run = validate_table(run, RUN, where=where)
     if run.num_rows == 0:
-        raise ValueError("the run is empty")
+        raise SchemaError(f"{where}: the run is empty")
     bad_score = pc.invert(pc.is_finite(run.column("score")))
     if pc.any(bad_score).as_py():
         row = run.filter(bad_score).slice(0, 1).to_pylist()[0]
-        raise ValueError(
-            f"run: query {row['query_id']!r}, document {row['doc_id']!r}: score {row['score']} is not finite"
+        raise SchemaError(
+            f"{where}: query {row['query_id']!r}, document {row['doc_id']!r}: score {row['score']} is not finite"
         )
 
     # RR@k: recip_rank over the run cut at k (see module doc); everything else as ir_measures has it.
@@ -208,8 +211,8 @@ def evaluate_run(
         if m.NAME == "RR" and "cutoff" in m.params:
             params = {p: v for p, v in m.params.items() if p != "cutoff"}
             rr_cut[m] = (m["cutoff"], ir_measures.measures.RR(**params))
-    full, cut = run_dicts(run, sorted({k for k, _ in rr_cut.values()}))
-    _check_overlap(set(full), qrels_d)
+    full, cut = run_dicts(run, sorted({k for k, _ in rr_cut.values()}), where)
+    _check_overlap(set(full), qrels_d, where)
 
     values: dict[Measure, dict[str, float]] = {}
     plain = [m for m in set(measures.values()) if m not in rr_cut]
@@ -253,13 +256,13 @@ def paired_ttest(a: EvalResult, b: EvalResult) -> dict[str, float]:
     if a.per_query.keys() != b.per_query.keys():
         only_a = sorted(a.per_query.keys() - b.per_query.keys())[:3]
         only_b = sorted(b.per_query.keys() - a.per_query.keys())[:3]
-        raise ValueError(
+        raise SchemaError(
             f"paired t-test needs the same queries in both results (only in the first e.g. {only_a}, "
             f"only in the second e.g. {only_b}); evaluate both runs against the same qrels"
         )
     names = [m for m in a.aggregate if m in b.aggregate]
     if not names:
-        raise ValueError(f"no measure in common: {sorted(a.aggregate)} vs {sorted(b.aggregate)}")
+        raise SchemaError(f"no measure in common: {sorted(a.aggregate)} vs {sorted(b.aggregate)}")
     qids = sorted(a.per_query)
     out = {}
     for name in names:

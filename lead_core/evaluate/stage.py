@@ -54,14 +54,18 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
 def run(config: Config) -> dict:
     """Evaluate `config.run` (and the baseline); print, write and return the values."""
     qrels = qrels_dict(read_qrels(config.qrels))
-    result = evaluate_run(read_run(config.run), qrels, config.metrics, config.relevance_level)
+    result = evaluate_run(
+        read_run(config.run), qrels, config.metrics, config.relevance_level, where=config.run
+    )
     summary: dict = {"metrics": result.aggregate, "num_queries": result.num_queries}
     same_name = bool(config.baseline) and Path(config.run).name == Path(config.baseline).name
     label = config.run if same_name else Path(config.run).name
     rows = {label: result.aggregate}
     p_values = None
     if config.baseline:
-        base = evaluate_run(read_run(config.baseline), qrels, config.metrics, config.relevance_level)
+        base = evaluate_run(
+            read_run(config.baseline), qrels, config.metrics, config.relevance_level, where=config.baseline
+        )
         p_values = paired_ttest(result, base)
         rows[config.baseline if same_name else Path(config.baseline).name] = base.aggregate
         summary.update(baseline_metrics=base.aggregate, p_values=_finite(p_values))

@@ -22,6 +22,7 @@ from lead_core.artifacts import atomic_path
 from lead_core.config import to_dict
 from lead_core.data.schema import IDS, SchemaError, open_writer, read_table
 from lead_core.encode.store import iter_embeddings, read_meta
+from lead_core.errors import require
 from lead_core.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,7 @@ class Config:
 
 def _faiss():
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines list CPU probes
-    try:
-        import faiss
-    except ImportError as err:  # pragma: no cover - faiss is an extra
-        raise ImportError(
-            "faiss is not installed: pip install 'lead-core[faiss-cpu]' (or [faiss-gpu])"
-        ) from err
-    return faiss
+    return require("faiss", "faiss-cpu", "a faiss index", "(on a GPU machine: the faiss-gpu extra)")
 
 
 def build_index(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lead_core.data.schema import SchemaError
 from lead_core.evaluate import EvalResult, paired_ttest
 
 # How the paper names the measures (ir_measures' RR@10 is MRR@10).
@@ -43,11 +44,11 @@ class Table:
 def mean_over_seeds(results: Sequence[EvalResult]) -> EvalResult:
     """One EvalResult whose per-query values are the mean over `results` (same queries each)."""
     if not results:
-        raise ValueError("no results to combine")
+        raise SchemaError("no results to combine")
     first = results[0]
     for other in results[1:]:
         if other.per_query.keys() != first.per_query.keys():
-            raise ValueError("seeds of one method cover different queries; evaluate them on the same qrels")
+            raise SchemaError("seeds of one method cover different queries; evaluate them on the same qrels")
     names = list(first.aggregate)
     per_query = {
         q: {m: float(np.mean([r.per_query[q][m] for r in results])) for m in names} for q in first.per_query
@@ -72,7 +73,7 @@ def build_table(
         for r in seeds:
             missing = [m for m in measures if m not in r.aggregate]
             if missing:
-                raise ValueError(f"{name}: no values for {missing} (has {sorted(r.aggregate)})")
+                raise SchemaError(f"{name}: no values for {missing} (has {sorted(r.aggregate)})")
         combined[name] = mean_over_seeds(seeds)
     base = combined.get(baseline) if baseline else None
     rows = []

@@ -14,6 +14,7 @@ import pytest
 from lead_core.data import io
 from lead_core.data.ingest import Config, run
 from lead_core.data.schema import SchemaError
+from lead_core.errors import MissingExtraError
 from tests.data.helpers import beir_dir
 
 
@@ -118,7 +119,9 @@ def test_missing_backend_names_the_package(monkeypatch):
         raise ImportError(f"Install s3fs to access {protocol}")
 
     monkeypatch.setattr(fsspec, "filesystem", unavailable)
-    with pytest.raises(io.RemoteError, match=r"needs s3fs \(pip install s3fs"):
+    with pytest.raises(
+        MissingExtraError, match=r"needs the Python package s3fs.*pip install 'lead-core\[remote\]'"
+    ):
         io.resolve("s3://bucket/collection.tsv")
 
 
