@@ -207,28 +207,52 @@ def test_device_plugin_runs_only_on_the_gpu_pool_and_tolerates_its_taint():
 # --- the overlays as kustomize renders them -------------------------------------------------------
 
 
+def _kustomize_major(command: list[str]) -> int:
+    """The major version of the kustomize that `command` reports (0: none, e.g. kubectl < 1.21):
+    kubectl says "Kustomize Version: v5.5.0", kustomize "v5.5.0" or "{Version:kustomize/v4.5.7 ...}"."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    found = re.search(r"Kustomize Version: v(\d+)|kustomize/v(\d+)|^v(\d+)\.", done.stdout, re.MULTILINE)
+    return int(next(g for g in found.groups() if g)) if done.returncode == 0 and found else 0
+
+
 @functools.cache
-def _kubectl() -> str:
-    """kubectl (kustomize built in); installed from Debian's kubernetes-client when missing and
-    this runs as root with apt-get, else the rendering tests skip and say why."""
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("kubectl not installed (apt-get install kubernetes-client, as root)")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "kubernetes-client"]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{' '.join(command)}: {done.stderr[-2000:]}"
-    return shutil.which("kubectl") or pytest.fail("kubernetes-client installed no kubectl")
+def _renderer() -> tuple[list[str], str]:
+    """(the command that renders a kustomization directory, "") or ([], why there is none).
+
+    kubectl's built-in kustomize (kubectl >= 1.21), else a standalone kustomize; when neither is
+    installed and this runs as root with apt-get, Debian's kubernetes-client is installed first.
+    The manifests use `labels` and `components`: kustomize v4 or newer."""
+    if not shutil.which("kubectl") and not shutil.which("kustomize"):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            return (
+                [],
+                "neither kubectl nor kustomize is installed (apt-get install kubernetes-client, as root)",
+            )
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "kubernetes-client"],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                return [], f"{' '.join(command)} failed: {done.stderr[-1000:]}"
+    kubectl, kustomize = shutil.which("kubectl"), shutil.which("kustomize")
+    if kubectl and _kustomize_major([kubectl, "version", "--client"]) >= 4:
+        return [kubectl, "kustomize"], ""
+    if kustomize and _kustomize_major([kustomize, "version"]) >= 4:
+        return [kustomize, "build"], ""
+    return [], (
+        f"kubectl ({kubectl}) embeds no kustomize >= v4 and there is no standalone one: Debian "
+        "bookworm's kubernetes-client is kubectl 1.20 (kustomize v2); install kubectl >= 1.21 or kustomize >= 4"
+    )
 
 
 @functools.cache
 def _render(overlay: str) -> tuple[dict, ...]:
+    command, why_not = _renderer()
+    if not command:
+        pytest.skip(why_not)
     done = subprocess.run(
-        [_kubectl(), "kustomize", str(DEPLOY / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [*command, str(DEPLOY / "overlays" / overlay)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
