@@ -78,7 +78,9 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"config field {name!r}: cannot read {value!r} as {tp}: {err}") from err
+        raise ConfigError(
+            f"config field {name!r}: cannot read {value!r} as {getattr(tp, '__name__', tp)}: {err}"
+        ) from err
     return value
 
 
@@ -86,16 +88,32 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
-    """Build `cls` from a mapping, rejecting unknown fields and converting types."""
+def from_dict(
+    cls: type[T], values: dict[str, Any], where: str = "config", origin: dict[str, str] | None = None
+) -> T:
+    """Build `cls` from a mapping, rejecting unknown fields and converting types.
+
+    Errors begin with `where`, or for one field with `origin[field]` when given (the file and line
+    or the flag its value came from).
+    """
+    origin = origin or {}
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(names)}")
-    kwargs = {k: _coerce(k, hints[k], v) for k, v in values.items()}
+        raise ConfigError(
+            f"{origin.get(unknown[0], where)}: unknown field(s) {unknown}; known fields are {sorted(names)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        try:
+            kwargs[name] = _coerce(name, hints[name], value)
+        except ConfigError as err:
+            raise ConfigError(f"{origin.get(name, where)}: {err}") from None
     try:
         return cls(**kwargs)
+    except ConfigError as err:  # a check in the dataclass's __post_init__
+        raise ConfigError(f"{where}: {err}") from None
     except TypeError as err:
         missing = [
             f.name
@@ -180,11 +198,29 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(flag, **kwargs)
 
 
+def key_lines(path: str | Path) -> dict[str, int]:
+    """The 1-based line of each top-level key's value in a YAML or JSON file ({} if it cannot tell)."""
+    import yaml
+
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        key.value: value.start_mark.line + 1 for key, value in node.value if isinstance(key, yaml.ScalarNode)
+    }
+
+
 def from_args(cls: type[T], args: argparse.Namespace) -> T:
     """Merge `--config FILE` with the flags given on the command line (flags win)."""
-    values: dict[str, Any] = load_file(args.config) if getattr(args, "config", None) else {}
+    path = getattr(args, "config", None)
+    values: dict[str, Any] = load_file(path) if path else {}
+    origin = {name: f"{path}: line {line}" for name, line in key_lines(path).items()} if path else {}
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
         if value is not None:
             values[field.name] = value
-    return from_dict(cls, values, where=args.config or "command line")
+            origin[field.name] = "--" + field.name.replace("_", "-")
+    return from_dict(cls, values, where=path or "command line", origin=origin)

@@ -238,3 +238,21 @@ def test_cli_keeps_the_traceback_of_a_bug(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_load_stage", lambda name: (stage.Config, broken))
     with pytest.raises(ValueError, match="an unexpected bug"):
         cli.main(["evaluate", "--run", str(tmp_path / "r.trec"), "--qrels", str(tmp_path / "q.tsv")])
+
+
+def test_a_bad_field_value_names_the_file_and_line_or_the_flag(tmp_path, capsys):
+    path = tmp_path / "bm25.yaml"
+    path.write_text("corpus: c.parquet\nqueries: q.parquet\nout_run: r.parquet\n\nk:\n  ten\nkk: 1\n")
+    assert cli.main(["bm25", "--config", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"lead bm25: error: {path}: line 7: unknown field(s) ['kk']")
+    path.write_text("corpus: c.parquet\nqueries: q.parquet\nout_run: r.parquet\n\nk:\n  ten\n")
+    assert cli.main(["bm25", "--config", str(path)]) == 1
+    assert capsys.readouterr().err == (
+        f"lead bm25: error: {path}: line 6: config field 'k': cannot read 'ten' as int: "
+        "invalid literal for int() with base 10: 'ten'\n"
+    )
+    assert cli.main(["bm25", "--config", str(path), "--k", "0"]) == 1  # the flag wins, and is named
+    assert capsys.readouterr().err == f"lead bm25: error: {path}: k must be >= 1, got 0\n"
+    with pytest.raises(SystemExit) as exit_:  # argparse's own usage error, also without a traceback
+        cli.main(["ingest", "--config", str(path), "--empty-documents", "drop"])
+    assert exit_.value.code == 2 and "invalid choice: 'drop'" in capsys.readouterr().err
