@@ -319,6 +319,11 @@ def test_mlflow_requires_authentication_with_credentials_from_secrets(rendered):
     for name in secret_backed:
         assert env[name]["valueFrom"]["secretKeyRef"]["name"].startswith("lead-"), name
     assert env["PGHOST"]["value"] == "postgres.lead.svc.cluster.local"
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.lead.svc.cluster.local:9000"
+    assert "mlflow.lead.svc.cluster.local:*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
+    tracking = _one(rendered, "ConfigMap", "lead-tracking")
+    assert tracking["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.lead.svc.cluster.local:5000"
+    assert _one(rendered, "Service", "mlflow")["spec"]["ports"][0]["port"] == 5000
     # the pipeline's user is made by the setup Job as the admin, from the secret the tasks read
     setup = _pod_spec(_one(rendered, "Job", "mlflow-setup"))["containers"][0]
     setup_env = _env(setup)
