@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lead_core.artifacts import atomic_path
+from lead_core.artifacts import atomic_path, check_writable
 from lead_core.config import ConfigError, to_dict
 
 
@@ -110,6 +110,7 @@ def prepare_backbone(source: str, out: str | Path) -> Path:
 def run(config: Config) -> dict[str, Any]:
     from lead_core.tracking import stage_run
 
+    check_writable(config.out)
     with stage_run("backbone", to_dict(config)):
         path = prepare_backbone(config.source, config.out)
     return {"source": config.source, "out": str(path)}

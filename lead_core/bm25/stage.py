@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from lead_core.artifacts import atomic_outputs
 from lead_core.bm25.index import BM25Index
 from lead_core.bm25.negatives import (
     Judgements,
@@ -123,7 +124,8 @@ def run(config: Config) -> dict:
         )
         judgements.check_in_corpus(corpus_ids.combine_chunks(), where=str(config.qrels))
 
-    with stage_run("bm25", to_dict(config)) as tracker:
+    outputs = atomic_outputs(config.out_run, config.out_trec, config.out_groups)
+    with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups):
         index = BM25Index.build(
             config.corpus,
             stopwords=config.stopwords,
@@ -144,7 +146,7 @@ def run(config: Config) -> dict:
         grouped_qids: list[str] = []
         negatives: dict[str, list[str]] = {}
         num_rows = no_hits = 0
-        with open_writer(config.out_run, RUN, config=to_dict(config)) as writer:
+        with open_writer(out_run, RUN, config=to_dict(config)) as writer:
             for start in tqdm(
                 range(0, len(qids), config.query_batch_size), desc="bm25 retrieve", unit="batch"
             ):
@@ -171,10 +173,10 @@ def run(config: Config) -> dict:
         if no_hits:
             logger.warning("%d queries share no term with any document and have no results", no_hits)
         if config.out_trec:
-            write_trec_run(read_table(config.out_run, RUN), config.out_trec, tag=config.tag)
+            write_trec_run(read_table(out_run, RUN), out_trec, tag=config.tag)
         if judgements is not None:
             groups = groups_table(grouped_qids, judgements.positives, negatives, config.negatives)
-            write_table(groups, config.out_groups, GROUPS, config=to_dict(config))
+            write_table(groups, out_groups, GROUPS, config=to_dict(config))
             short = sum(1 for q in grouped_qids if len(negatives[q]) < config.num_negatives)
             unjudged = len(qids) - len(grouped_qids)
             if short:

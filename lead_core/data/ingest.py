@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from lead_core.artifacts import atomic_path
+from lead_core.artifacts import atomic_path, check_writable
 from lead_core.config import ConfigError, to_dict
 from lead_core.data import beir, msmarco
 from lead_core.data.io import resolve_dir
@@ -355,6 +355,7 @@ def run(config: Config) -> dict:
         )
     meta = to_dict(config)
     out = Path(config.out)
+    check_writable(out)  # before a download or a long read
     with stage_run("ingest", meta) as tracker:
         folder = resolve_source(config.source, config.layout)
         files = _files(folder, config.layout, config.split)

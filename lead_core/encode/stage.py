@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from lead_core.artifacts import atomic_path
+from lead_core.artifacts import atomic_path, check_writable
 from lead_core.config import to_dict
 from lead_core.data.schema import CORPUS, QUERIES, SchemaError, iter_batches, read_metadata
 from lead_core.data.text import passage_texts
@@ -213,6 +213,7 @@ def run(config: Config) -> dict[str, Any]:
     is_query = is_queries if config.is_query is None else config.is_query
     if read_metadata(config.input)["num_rows"] == 0:
         raise ValueError(f"{config.input}: no rows to encode")
+    check_writable(config.out)  # before loading the model and encoding
     rank, world = _world()
     joined = _init_distributed(world)
     try:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lead_core.artifacts import atomic_path
+from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core.config import to_dict
 from lead_core.data.trec import read_qrels, read_run
 from lead_core.evaluate.metrics import DEFAULT_METRICS, evaluate_run, format_table, paired_ttest, qrels_dict
@@ -53,9 +53,10 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
 
 def run(config: Config) -> dict:
     """Evaluate `config.run` (and the baseline); print, write and return the values."""
+    check_writable(config.out, config.per_query_out)
     qrels = qrels_dict(read_qrels(config.qrels))
     result = evaluate_run(
-        read_run(config.run), qrels, config.metrics, config.relevance_level, where=config.run
+        read_run(config.run), qrels, config.metrics, config.relevance_level
     )
     summary: dict = {"metrics": result.aggregate, "num_queries": result.num_queries}
     same_name = bool(config.baseline) and Path(config.run).name == Path(config.baseline).name
@@ -72,24 +73,25 @@ def run(config: Config) -> dict:
 
     with stage_run("evaluate", to_dict(config)) as tracker:
         tracker.log_metrics(result.aggregate)  # names made MLflow-safe by the tracker
-        if config.out:
-            doc = {
-                **result.to_dict(per_query=False),
-                "run": config.run,
-                "qrels": config.qrels,
-                **(
-                    {"baseline": config.baseline, "baseline_metrics": base.aggregate}
-                    if config.baseline
-                    else {}
-                ),
-                **({"p_values": _finite(p_values)} if p_values is not None else {}),
-            }
-            with atomic_path(Path(config.out)) as tmp:
-                tmp.write_text(json.dumps(doc, indent=1))
-            tracker.log_artifact(config.out)
-        if config.per_query_out:
-            result.save(config.per_query_out)
-            tracker.log_artifact(config.per_query_out)
+        with atomic_outputs(config.out, config.per_query_out) as (out, per_query_out):
+            if config.out:
+                doc = {
+                    **result.to_dict(per_query=False),
+                    "run": config.run,
+                    "qrels": config.qrels,
+                    **(
+                        {"baseline": config.baseline, "baseline_metrics": base.aggregate}
+                        if config.baseline
+                        else {}
+                    ),
+                    **({"p_values": _finite(p_values)} if p_values is not None else {}),
+                }
+                out.write_text(json.dumps(doc, indent=1))
+            if config.per_query_out:
+                result.save(per_query_out)
+        for path in (config.out, config.per_query_out):
+            if path:
+                tracker.log_artifact(path)
 
     if config.json:
         print(json.dumps(result.aggregate))

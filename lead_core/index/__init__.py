@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lead_core.artifacts import atomic_path
+from lead_core.artifacts import atomic_path, check_writable
 from lead_core.config import to_dict
 from lead_core.data.schema import IDS, SchemaError, open_writer, read_table
 from lead_core.encode.store import iter_embeddings, read_meta
@@ -102,6 +102,7 @@ def load_index(directory: str | Path):
 
 
 def run(config: Config) -> dict[str, Any]:
+    check_writable(config.out)
     with stage_run("index", to_dict(config)) as tracker:
         meta = build_index(config.embeddings, config.out, to_dict(config))
         summary = {"num_vectors": meta["num_vectors"], "dim": meta["dim"]}

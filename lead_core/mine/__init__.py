@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from lead_core.artifacts import check_writable
 from lead_core.config import to_dict
 from lead_core.data.schema import GROUPS, write_table
 from lead_core.data.trec import read_qrels, read_run
@@ -166,6 +167,7 @@ def mine_groups(
 
 
 def run(config: Config) -> dict[str, Any]:
+    check_writable(config.out_groups)
     with stage_run("mine", to_dict(config)) as tracker:
         run_table = read_run(config.run)
         qrels = read_qrels(config.qrels)

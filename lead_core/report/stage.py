@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lead_core.artifacts import atomic_path
+from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core.config import ConfigError, to_dict
 from lead_core.data.trec import read_qrels, read_run
 from lead_core.evaluate import EvalResult, evaluate_run, qrels_dict
@@ -108,26 +110,30 @@ def run(config: Config) -> dict:
     """Write the table (Markdown, optionally HTML) and the plots; return the rows and paths."""
     if config.log_names and len(config.log_names) != len(config.logs):
         raise ConfigError(f"report: {len(config.log_names)} --log-names for {len(config.logs)} --logs")
+    plot_probe = Path(config.out_plots) / "loss_curves.png" if config.logs and config.out_plots else None
+    check_writable(config.out_markdown, config.out_html, plot_probe)
     results = load_results(
         config.metrics, config.names, config.runs, config.qrels, config.measures, config.relevance_level
     )
     if config.baseline not in results:
         logger.warning("report: baseline %r is not among %s; no p-values", config.baseline, list(results))
     table = build_table(results, config.measures, config.baseline, config.alpha)
-    written = [Path(config.out_markdown)]
-    with atomic_path(written[0]) as tmp:
-        tmp.write_text(to_markdown(table, title=config.title))
-    if config.out_html:
-        written.append(Path(config.out_html))
-        with atomic_path(written[-1]) as tmp:
-            tmp.write_text(to_html(table, title=config.title))
+    written = [Path(p) for p in (config.out_markdown, config.out_html) if p]
     plots: list[Path] = []
-    if config.logs and config.out_plots:
-        logs = {
-            (config.log_names[i] if config.log_names else Path(p).parent.name): read_step_log(p)
-            for i, p in enumerate(config.logs)
-        }
-        plots = plot_training(logs, config.out_plots)
+    # Plots are drawn first (their names depend on the logs), then committed with the tables.
+    with tempfile.TemporaryDirectory(prefix="lead-report-") as drawn:
+        if config.logs and config.out_plots:
+            logs = {
+                (config.log_names[i] if config.log_names else Path(p).parent.name): read_step_log(p)
+                for i, p in enumerate(config.logs)
+            }
+            plots = [Path(config.out_plots) / p.name for p in plot_training(logs, drawn)]
+        with atomic_outputs(config.out_markdown, config.out_html, *plots) as (markdown, html, *plot_temps):
+            markdown.write_text(to_markdown(table, title=config.title))
+            if html is not None:
+                html.write_text(to_html(table, title=config.title))
+            for plot, temp in zip(plots, plot_temps):
+                shutil.copyfile(Path(drawn) / plot.name, temp)
     with stage_run("report", to_dict(config)) as tracker:
         for path in written + plots:
             tracker.log_artifact(path, "report")

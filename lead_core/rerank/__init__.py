@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
+from lead_core.artifacts import atomic_outputs
 from lead_core.config import to_dict
 from lead_core.data.schema import CORPUS, QUERIES, RUN, iter_batches, read_table, write_table
 from lead_core.data.text import passage_texts
@@ -136,7 +137,8 @@ def score_run(
 def run(config: Config) -> dict[str, Any]:
     if config.k < 1:
         raise ValueError(f"k must be at least 1, got {config.k}")
-    with stage_run("rerank", to_dict(config)) as tracker:
+    outputs = atomic_outputs(config.out_run, config.out_trec)
+    with stage_run("rerank", to_dict(config)) as tracker, outputs as (out_run, out_trec):
         candidates, tail = split_at(read_run(config.run), config.k)
         if candidates.num_rows == 0:
             raise ValueError(f"{config.run}: the run is empty")
@@ -157,9 +159,9 @@ def run(config: Config) -> dict[str, Any]:
         pairs = reranked.num_rows
         if config.keep_tail:
             reranked = append_tail(reranked, tail, config.k)
-        write_table(reranked, config.out_run, RUN, to_dict(config))
+        write_table(reranked, out_run, RUN, to_dict(config))
         if config.out_trec:
-            write_trec_run(reranked, config.out_trec, tag=config.tag)
+            write_trec_run(reranked, out_trec, tag=config.tag)
         summary = {"queries": len(run_qids), "pairs": pairs, "k": config.k, "rows": reranked.num_rows}
         tracker.log_metrics(summary)
         log.info(

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from lead_core.artifacts import atomic_outputs
 from lead_core.config import to_dict
 from lead_core.data.schema import QUERIES, RUN, open_writer, read_table
 from lead_core.data.trec import write_trec_run
@@ -135,7 +136,8 @@ def run(config: Config) -> dict[str, Any]:
 
     if config.k < 1:
         raise ValueError(f"k must be at least 1, got {config.k}")
-    with stage_run("search", to_dict(config)) as tracker:
+    outputs = atomic_outputs(config.out_run, config.out_trec)
+    with stage_run("search", to_dict(config)) as tracker, outputs as (out_run, out_trec):
         index, doc_ids, meta = load_index(config.index)
         queries = read_table(config.queries, QUERIES)
         if queries.num_rows == 0:
@@ -168,14 +170,14 @@ def run(config: Config) -> dict[str, Any]:
             )
         doc_id_array = pa.array(doc_ids, pa.string())
         tables = []
-        with open_writer(config.out_run, RUN, to_dict(config)) as writer:
+        with open_writer(out_run, RUN, to_dict(config)) as writer:
             for start, scores, rows in search_batches(searcher, vectors, config.k, config.search_batch_size):
                 table = run_table(query_ids[start : start + len(rows)], doc_id_array, scores, rows)
                 writer.write(table)
                 if config.out_trec:
                     tables.append(table)
         if config.out_trec:
-            write_trec_run(pa.concat_tables(tables), config.out_trec, tag=config.tag)
+            write_trec_run(pa.concat_tables(tables), out_trec, tag=config.tag)
         summary = {"queries": len(query_ids), "rows": writer.num_rows, "k": min(config.k, index.ntotal)}
         tracker.log_metrics(summary)
         log.info(

@@ -203,3 +203,45 @@ def test_tiny_corpus_stopword_query_and_stemming(tmp_path):
     assert run.column("doc_id").to_pylist() == ["a", "b"]  # a: title and text both say cat
     assert run.column("rank").to_pylist() == [1, 2]
     assert summary["queries_without_hits"] == 1 and summary["num_docs"] == 4
+
+
+def _tiny_inputs(folder):
+    corpus = {"doc_id": ["a", "b"], "title": ["Cats", ""], "text": ["A cat sat.", "Dogs chase cats."]}
+    write_table(pa.table(corpus), folder / "corpus.parquet", CORPUS)
+    write_table(pa.table({"query_id": ["q"], "text": ["cat"]}), folder / "queries.parquet", QUERIES)
+    return ["bm25", "--corpus", str(folder / "corpus.parquet"), "--queries", str(folder / "queries.parquet")]
+
+
+def test_an_unwritable_output_fails_before_indexing_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    base = _tiny_inputs(tmp_path)
+    (tmp_path / "file").write_text("not a folder")
+    before = sorted(tmp_path.rglob("*"))
+
+    def no_indexing(*args, **kwargs):
+        raise AssertionError("indexed although an output location is unwritable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stage.BM25Index, "build", no_indexing)
+        args = [
+            "--out-run",
+            str(tmp_path / "ok" / "r.parquet"),
+            "--out-trec",
+            str(tmp_path / "file" / "r.trec"),
+        ]
+        assert cli_main([*base, *args]) == 1
+    assert f"{tmp_path / 'file' / 'r.trec'}: cannot write here" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # no r.parquet, not even the folder `ok`
+
+
+def test_a_stage_that_fails_after_its_first_output_leaves_none(tmp_path, monkeypatch):
+    base = _tiny_inputs(tmp_path)
+    (tmp_path / "r.parquet").write_text("the previous run")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("lead_core.bm25.stage.write_trec_run", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        cli_main([*base, "--out-run", str(tmp_path / "r.parquet"), "--out-trec", str(tmp_path / "r.trec")])
+    assert (tmp_path / "r.parquet").read_text() == "the previous run"  # the run was written, then rolled back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.parquet", "queries.parquet", "r.parquet"]
