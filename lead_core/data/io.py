@@ -2,7 +2,9 @@
 
 Remote URIs (``http(s)://``, ``s3://``, ``gs://`` and anything else fsspec knows) are downloaded
 once into a cache folder (``$LEAD_CACHE_DIR``, default ``~/.cache/lead``) with a progress bar,
-then read from there. A cached file is keyed by its URI and appears only when its download
+then read from there. A cached file is keyed by its URI and by what the server reports for it
+(ETag, Last-Modified, length, version: lead_core.data.identity), so a file changed at the same URI
+is downloaded again; it appears only when its download
 finished (written through `atomic_path`), so an interrupted download is never mistaken for a
 complete one. Archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``) are unpacked once
 beside it.
@@ -198,10 +200,21 @@ def resolve(uri: str | Path) -> Path:
             raise FileNotFoundError(f"{path}: no such file or directory")
         return path
     uri = str(uri)
-    target = cache_path(uri)
+    target = cache_path(f"{uri}#{_remote_digest(uri)}")
     if not target.exists():
         _download(uri, target)
     return target
+
+
+def _remote_digest(uri: str) -> str:
+    """What the server reports for `uri` now (ETag, Last-Modified, length, version), as a digest.
+
+    Part of every download's cache key: a file changed at the same URI is downloaded again instead
+    of being read from an older download.
+    """
+    from lead_core.data.identity import remote_identity  # identity builds on this module
+
+    return remote_identity(uri).digest
 
 
 def _is_archive(path: str | Path) -> bool:
@@ -311,7 +324,7 @@ def resolve_dir(uri: str | Path) -> Path:
     uri = str(uri).rstrip("/")
     if urlparse(uri).scheme in ("http", "https"):
         raise ConfigError(f"{uri}: an http(s) dataset must be an archive ({', '.join(ARCHIVE_SUFFIXES)})")
-    target = cache_path(uri + "/").parent / "folder"
+    target = cache_path(f"{uri}/#{_remote_digest(uri)}").parent / "folder"
     if not target.exists():
         fs = _filesystem(uri)
         try:
