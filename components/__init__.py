@@ -9,6 +9,7 @@ from components.backbone import backbone
 from components.bm25 import bm25
 from components.encode import encode
 from components.evaluate import evaluate
+from components.identity import identity
 from components.index import index
 from components.ingest import ingest
 from components.mine import mine
@@ -16,7 +17,7 @@ from components.rerank import rerank
 from components.search import search
 from components.train import distill, train
 
-ALL = (ingest, backbone, bm25, train, distill, encode, index, search, mine, rerank, evaluate)
+ALL = (identity, ingest, backbone, bm25, train, distill, encode, index, search, mine, rerank, evaluate)
 
 __all__ = [
     "ALL",
@@ -25,6 +26,7 @@ __all__ = [
     "distill",
     "encode",
     "evaluate",
+    "identity",
     "index",
     "ingest",
     "mine",

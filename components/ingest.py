@@ -7,7 +7,14 @@ from components._image import BASE_IMAGE_CPU
 
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
-def ingest(source: str, layout: str, split: str, drop_unknown_qrels: bool, data: Output[Dataset]):
+def ingest(
+    source: str,
+    layout: str,
+    split: str,
+    drop_unknown_qrels: bool,
+    dataset_identity: str,
+    data: Output[Dataset],
+):
     """Read a dataset split into corpus.parquet, queries.parquet and qrels.parquet.
 
     Args:
@@ -15,10 +22,13 @@ def ingest(source: str, layout: str, split: str, drop_unknown_qrels: bool, data:
         layout: file layout of the dataset: msmarco or beir.
         split: query split to read, e.g. train, dev, test, dl19.
         drop_unknown_qrels: drop qrels naming documents outside the corpus (pooled corpora) instead of failing.
+        dataset_identity: the source's identity at run time (the identity component): puts its contents
+            into this task's cache key; recorded in the output's metadata.
         data: output folder holding corpus.parquet, queries.parquet and qrels.parquet.
     """
     from lead_core.data.ingest import Config, run
 
+    data.metadata["dataset_identity"] = dataset_identity
     run(
         Config(
             source=source, layout=layout, split=split, out=data.path, drop_unknown_qrels=drop_unknown_qrels

@@ -12,6 +12,7 @@ from kfp import dsl, kubernetes
 GPU_COMPONENTS = frozenset({"train", "distill", "encode", "search", "rerank"})
 # (cpu, memory) requests per component, sized for the msmarco profile (8.8M passages).
 RESOURCES: dict[str, tuple[str, str]] = {
+    "identity": ("1", "1Gi"),
     "ingest": ("2", "8Gi"),
     "backbone": ("1", "8Gi"),
     "bm25": ("4", "48Gi"),
@@ -25,6 +26,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "search": ("8", "64Gi"),
     "rerank": ("8", "32Gi"),
 }
+# Components that run every time (never from the cache): their outputs are what the cache keys of
+# the stages reading data outside their input artifacts follow (dataset and backbone sources).
+UNCACHED_COMPONENTS = frozenset({"identity"})
 # The ConfigMap that deploy/base/kfp-artifact-store.yaml creates: MLFLOW_TRACKING_URI and
 # MLFLOW_EXPERIMENT_NAME for every task (optional: without it tracking is off).
 MLFLOW_CONFIG_MAP = "lead-tracking"
@@ -60,6 +64,14 @@ class TaskPlacer:
         self.force = frozenset(force)
         # stage (display) name -> compiled task name; pass a dict to read it after compilation.
         self.stages: dict[str, str] = {} if stages is None else stages
+
+    def identity(self, name: str, source, kind: str):
+        """The identity of a `kind` source ("dataset" or "backbone") resolved by a task `name` that
+        never comes from the cache; pass it to the stage that reads `source`, so that stage's cache
+        key follows the contents (changed data re-runs it and its descendants)."""
+        from components.identity import identity
+
+        return self(name, identity(source=source, kind=kind)).output
 
     def __call__(self, name: str, task: dsl.PipelineTask) -> dsl.PipelineTask:
         if name in self.stages:
@@ -98,7 +110,7 @@ class TaskPlacer:
         kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
         if self.fingerprint:
             task.set_env_variable("LEAD_CODE_FINGERPRINT", self.fingerprint)
-        if name in self.force:
+        if name in self.force or component in UNCACHED_COMPONENTS:
             task.set_caching_options(False)
         self.stages[name] = task.name
         return task

@@ -24,6 +24,7 @@ from lead_core.errors import UserError
 # stage name -> (module, one-line description)
 STAGES: dict[str, tuple[str, str]] = {
     "ingest": ("lead_core.data.ingest", "read an MS MARCO or BEIR dataset into corpus/queries/qrels Parquet"),
+    "identity": ("lead_core.data.identity", "the identity (content digest) of a dataset or backbone source"),
     "bm25": ("lead_core.bm25", "BM25 top-k run and BM25 or random negatives as training groups"),
     "train": ("lead_core.train", "train a model: phase-1 DE, teacher/student warm-up, or distillation"),
     "encode": ("lead_core.encode", "encode a corpus or queries with a dual encoder into embeddings"),

@@ -179,6 +179,8 @@ def build_pipeline(
 
         place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri, fingerprint, force, stages)
 
+        # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
+        dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
         train_data = place(
             "ingest-train",
             c.ingest(
@@ -186,6 +188,7 @@ def build_pipeline(
                 layout=dataset_layout,
                 split=train_split,
                 drop_unknown_qrels=drop_unknown_qrels,
+                dataset_identity=dataset_identity,
             ),
         ).outputs["data"]
         eval_data = place(
@@ -195,10 +198,16 @@ def build_pipeline(
                 layout=dataset_layout,
                 split=eval_split,
                 drop_unknown_qrels=drop_unknown_qrels,
+                dataset_identity=dataset_identity,
             ),
         ).outputs["data"]
         inits = {
-            role: place(f"backbone-{role}", c.backbone(source=source)).outputs["model"]
+            role: place(
+                f"backbone-{role}",
+                c.backbone(
+                    source=source, source_identity=place.identity(f"identity-{role}", source, "backbone")
+                ),
+            ).outputs["model"]
             for role, source in (
                 ("phase1", phase1_model),
                 ("teacher", teacher_model),
@@ -370,9 +379,19 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
     return profile(args.profile, model_dir=args.model_dir, **overrides)
 
 
-def executed_tasks(run_dir: Path) -> list[str]:
-    """Tasks that ran in one local pipeline run: cache hits create no task folder."""
-    return sorted(p.name for p in run_dir.iterdir() if p.is_dir()) if run_dir.is_dir() else []
+def executed_tasks(run_dir: Path | None) -> list[str]:
+    """Tasks that ran in one local pipeline run: cache hits create no task folder (and a run whose
+    tasks all came from the cache may create no run folder: `run_dir` None)."""
+    return sorted(p.name for p in run_dir.iterdir() if p.is_dir()) if run_dir and run_dir.is_dir() else []
+
+
+def new_run_dir(pipeline_root: Path, before: set[str]) -> Path | None:
+    """The folder kfp.local made under `pipeline_root` for this run (`<pipeline name>-<timestamp>`,
+    not among `before`), or None when it made none. Older runs' folders are never this run's."""
+    new = sorted(
+        p for p in pipeline_root.iterdir() if p.name not in before and p.name.startswith(f"{PIPELINE_NAME}-")
+    )
+    return new[-1] if new else None
 
 
 def metric_rows(outputs: dict[str, Any], measures: list[str]) -> dict[str, dict[str, float]]:
@@ -414,15 +433,14 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         task = pipeline(**values)
         wall = time.time() - start
         rows = metric_rows(task.outputs, values["metrics"])
-        new_dirs = sorted({p.name for p in pipeline_root.iterdir()} - before)
-        run_dir = pipeline_root / new_dirs[-1] if new_dirs else pipeline_root
+        run_dir = new_run_dir(pipeline_root, before)
         executed = executed_tasks(run_dir)
         by_task = {task_name: stage for stage, task_name in stages.items()}
         summary = {
             "profile": args.profile,
             "parameters": values,
             "metrics": rows,
-            "run_dir": str(run_dir),
+            "run_dir": str(run_dir) if run_dir else None,
             "executed": sorted(by_task.get(t, t) for t in executed),
             "cached": sorted(s for s, t in stages.items() if t not in executed),
             "wall_s": round(wall, 1),
@@ -431,14 +449,18 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         table = format_table(rows, title="system")
         parent.log_metrics({f"{system}/{m}": v for system, ms in rows.items() for m, v in ms.items()})
         parent.log_metrics({"wall_s": wall, "stages_executed": len(executed)})
-        results = workdir / "results" / f"{run_dir.name}.md"
+        results = (
+            workdir / "results" / f"{run_dir.name if run_dir else time.strftime('%Y-%m-%d-%H-%M-%S')}.md"
+        )
         results.parent.mkdir(exist_ok=True)
         results.write_text(f"# LEAD pipeline, profile {args.profile}\n\n```\n{table}\n```\n")
         parent.log_artifact(results)
     print(
         f"\nLEAD pipeline, profile {args.profile}, {values['dataset_uri']} ({values['eval_split']}): {wall:.0f} s"
     )
-    print(f"executed {len(executed)} stages; from cache: {summary['cached'] or 'none'}")
+    print(
+        f"executed {len(executed)} stages; {len(summary['cached'])} from cache: {summary['cached'] or 'none'}"
+    )
     print(table)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=1, default=str))

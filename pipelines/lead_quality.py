@@ -147,6 +147,9 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
 
         place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri)
 
+        # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
+        dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
+
         def ingest(split: str, name: str):
             return place(
                 name,
@@ -155,12 +158,18 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
                     layout=dataset_layout,
                     split=split,
                     drop_unknown_qrels=drop_unknown_qrels,
+                    dataset_identity=dataset_identity,
                 ),
             ).outputs["data"]
 
+        def backbone(role: str, source):
+            source_identity = place.identity(f"identity-{role}", source, "backbone")
+            return place(
+                f"backbone-{role}", c.backbone(source=source, source_identity=source_identity)
+            ).outputs["model"]
+
         train_data, eval_data = ingest(train_split, "ingest-train"), ingest(eval_split, "ingest-eval")
-        teacher_init = place("backbone-teacher", c.backbone(source=teacher_model)).outputs["model"]
-        student_init = place("backbone-student", c.backbone(source=student_model)).outputs["model"]
+        teacher_init, student_init = backbone("teacher", teacher_model), backbone("student", student_model)
 
         def retrieve(name: str, model):
             """(index, run): the model's top search_k for the evaluation queries."""

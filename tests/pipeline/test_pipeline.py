@@ -1,5 +1,6 @@
 """The KFP pipeline: components compile, GPUs go exactly to the GPU stages, and a local smoke run
-caches so that changing one distillation parameter re-runs distillation and its descendants only."""
+caches so that changing one distillation parameter re-runs distillation and its descendants only,
+and editing the dataset in place re-runs ingest and everything after it."""
 
 import gzip
 import importlib.util
@@ -131,7 +132,8 @@ def test_force_disables_the_cache_of_that_stage_only(tmp_path):
     (spec, _) = _compile(tmp_path, pipeline)
     tasks = spec["root"]["dag"]["tasks"]
     uncached = {name for name, task in tasks.items() if not task.get("cachingOptions", {}).get("enableCache")}
-    assert uncached == {stages["mine"]}
+    # ... besides the source identities, which run every time (tests/pipeline/test_cache_follows_data.py).
+    assert uncached == {stages["mine"]} | {t for s, t in stages.items() if s.startswith("identity-")}
 
 
 def _descendants(spec, root_task):
@@ -185,7 +187,7 @@ def _run_cli(workdir: Path, dataset: Path, *extra: str) -> dict:
 
 
 @pytest.mark.slow
-def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_after_and_force_reruns_one(
+def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_after_force_reruns_one_and_edited_data_reruns_ingest_and_after(
     tmp_path, scifact_dir
 ):
     dataset = _scifact_subset(scifact_dir, tmp_path / "scifact-subset")
@@ -214,15 +216,29 @@ def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_afte
         "teacher-distilled-rerank",
         "evaluate-teacher-distilled",
     }
-    assert set(second["executed"]) == expected
+    # The source identities run every time (cheap, never cached); unchanged, they keep ingest cached.
+    identities = {"identity-dataset", "identity-phase1", "identity-teacher", "identity-student"}
+    assert set(second["executed"]) == expected | identities
     # Upstream results come from the cache: identical values.
     for system in ("BM25", "phase-1 DE", "teacher (warm, rerank)", "student (warm-up only)"):
         assert second["metrics"][system] == first["metrics"][system]
 
     # --force re-runs one unchanged stage (here a leaf, so nothing else).
     third = _run_cli(workdir, dataset, "--set", "tau_l=5", "--force", "evaluate-bm25")
-    assert third["executed"] == ["evaluate-bm25"]
+    assert set(third["executed"]) == {"evaluate-bm25"} | identities
     assert third["metrics"] == second["metrics"]
+
+    # The cache follows the data: the eval qrels edited in place (half the lines; the same path) re-run
+    # both ingests and everything after them; only the backbones (sources unchanged) come from the cache.
+    qrels = dataset / "qrels" / "test.tsv"
+    lines = qrels.read_text().splitlines(keepends=True)
+    qrels.write_text("".join(lines[: len(lines) // 2]))
+    fourth = _run_cli(workdir, dataset, "--set", "tau_l=5")
+    backbones = {"backbone-phase1", "backbone-teacher", "backbone-student"}
+    assert set(fourth["cached"]) == backbones
+    assert set(fourth["executed"]) == set(stages) - backbones
+    # The metrics are computed over the new qrels (half the judged queries), not served from before.
+    assert fourth["metrics"]["BM25"]["nDCG@10"] != third["metrics"]["BM25"]["nDCG@10"]
 
 
 def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):

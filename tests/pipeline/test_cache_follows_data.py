@@ -1,0 +1,109 @@
+"""The cache follows the data, on a cluster as in --local: in both compiled pipelines every stage that
+reads a source named by a pipeline parameter (dataset, backbones) takes that source's identity,
+resolved by a task that never comes from the cache; every other task stays cacheable. Also: the
+summary of a local run counts only that run's tasks (compile and folder checks only: cheap)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+
+REPO = Path(__file__).resolve().parents[2]
+# Pipeline parameters that name data outside the artifacts (read by the stage they feed).
+SOURCE_PARAMETERS = {"dataset_uri", "phase1_model", "teacher_model", "student_model"}
+# The input through which each reading component takes its source's identity.
+IDENTITY_INPUT = {"ingest": "dataset_identity", "backbone": "source_identity"}
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lead_msmarco = _module("lead_msmarco")
+lead_quality = _module("lead_quality")
+
+
+def _component(task: dict) -> str:
+    """comp-ingest-2 -> ingest."""
+    name = task["componentRef"]["name"].removeprefix("comp-")
+    base, _, suffix = name.rpartition("-")
+    return base if suffix.isdigit() else name
+
+
+def _compiled_tasks(tmp_path, pipeline) -> dict[str, dict]:
+    path = tmp_path / "spec.yaml"
+    compiler.Compiler().compile(pipeline, str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    return spec["root"]["dag"]["tasks"]
+
+
+def _parameter_inputs(task: dict) -> dict[str, dict]:
+    return task.get("inputs", {}).get("parameters", {})
+
+
+PIPELINES = {
+    "lead_msmarco": lambda: lead_msmarco.build_pipeline()[0],
+    "lead_quality": lambda: lead_quality.build_pipeline(lead_quality.loop_items("smoke", ["rd"], [13])),
+}
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_source_reaches_its_stage_with_an_uncached_identity(tmp_path, name):
+    tasks = _compiled_tasks(tmp_path, PIPELINES[name]())
+    identities = {t: task for t, task in tasks.items() if _component(task) == "identity"}
+    # The identity tasks never come from the cache; every other task does (nothing forced here).
+    for task_name, task in tasks.items():
+        if _component(task).startswith("for-loop"):
+            continue  # a sub-DAG, not a task that runs
+        cached = bool(task.get("cachingOptions", {}).get("enableCache"))
+        assert cached == (task_name not in identities), task_name
+
+    readers = 0
+    for task_name, task in tasks.items():
+        params = _parameter_inputs(task)
+        sources = {
+            arg: spec["componentInputParameter"]
+            for arg, spec in params.items()
+            if spec.get("componentInputParameter") in SOURCE_PARAMETERS
+        }
+        if not sources or task_name in identities:
+            continue
+        readers += 1
+        component = _component(task)
+        assert component in IDENTITY_INPUT, f"{task_name} reads {sources} without an identity input"
+        (source,) = sources.values()
+        wired = params[IDENTITY_INPUT[component]]["taskOutputParameter"]
+        producer = tasks[wired["producerTask"]]
+        assert wired["producerTask"] in identities, task_name
+        # ... and that identity task resolves the same pipeline parameter, with the right kind.
+        producer_inputs = _parameter_inputs(producer)
+        assert producer_inputs["source"]["componentInputParameter"] == source, task_name
+        kind = producer_inputs["kind"]["runtimeValue"]["constant"]
+        assert kind == ("dataset" if component == "ingest" else "backbone"), task_name
+    expected = {"lead_msmarco": 2 + 3, "lead_quality": 2 + 2}[name]  # ingests + backbones
+    assert readers == expected
+
+
+def test_summary_counts_only_this_runs_task_folders(tmp_path):
+    """A fully cached rerun may create no run folder: older runs' folders are not this run's tasks."""
+    root = tmp_path / "pipeline_root"
+    older = root / f"{lead_msmarco.PIPELINE_NAME}-2026-01-01-00-00-00-000000"
+    (older / "ingest").mkdir(parents=True)
+    (older / "bm25").mkdir()
+    before = {p.name for p in root.iterdir()}
+    assert lead_msmarco.new_run_dir(root, before) is None
+    assert lead_msmarco.executed_tasks(lead_msmarco.new_run_dir(root, before)) == []
+    # A stray folder of something else appearing meanwhile is not a run either.
+    (root / "notes").mkdir()
+    assert lead_msmarco.new_run_dir(root, before) is None
+    # This run's folder holds exactly the tasks that executed.
+    this_run = root / f"{lead_msmarco.PIPELINE_NAME}-2026-01-02-00-00-00-000000"
+    (this_run / "identity").mkdir(parents=True)
+    (this_run / "ingest-2").mkdir()
+    assert lead_msmarco.new_run_dir(root, before) == this_run
+    assert lead_msmarco.executed_tasks(this_run) == ["identity", "ingest-2"]
