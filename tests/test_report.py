@@ -173,5 +173,5 @@ def test_run_writes_files_atomically_and_plots(tmp_path):
 def test_bad_log_line_is_named(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 1, "loss/total": 1.0}\nnot json\n')
-    with pytest.raises(ValueError, match=r"log.jsonl:2"):
+    with pytest.raises(ValueError, match=r"log\.jsonl: line 2: not a JSON object"):
         read_step_log(path)

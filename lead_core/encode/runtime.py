@@ -10,6 +10,8 @@ from typing import Literal
 
 import torch
 
+from lead_core.config import ConfigError
+from lead_core.data.schema import SchemaError
 from lead_core.models import load_model
 from lead_core.models.base import RetrievalModel
 
@@ -22,7 +24,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
     return device
 
 
@@ -34,7 +36,7 @@ def inference_precision(
 ) -> contextlib.AbstractContextManager:
     """bf16 autocast ("auto": on GPU only – the encoder's matmuls in bf16), or plain fp32."""
     if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -49,7 +51,7 @@ def load_for_inference(
         names = {"de": "dual encoder", "cb": "ColBERT", "ce": "cross-encoder"}
         wanted = " or ".join(f"{names[a]} ({a})" for a in architectures)
         hint = " – score it with `lead rerank` instead" if stage in ("encode", "search") else ""
-        raise ValueError(
+        raise SchemaError(
             f"{path}: {stage or 'this stage'} needs a {wanted} model, found a "
             f"{names.get(model.config.architecture, model.config.architecture)} "
             f"({model.config.architecture}){hint}"
@@ -64,7 +66,7 @@ def max_length_override(model: RetrievalModel, is_query: bool, max_length: int |
         yield
         return
     if max_length < 1:
-        raise ValueError(f"max_length must be positive, got {max_length}")
+        raise ConfigError(f"max_length must be positive, got {max_length}")
     name = "query_max_length" if is_query else "passage_max_length"
     saved = getattr(model.config, name)
     setattr(model.config, name, max_length)

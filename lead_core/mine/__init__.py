@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from lead_core.artifacts import check_writable
-from lead_core.config import to_dict
-from lead_core.data.schema import GROUPS, write_table
+from lead_core.config import ConfigError, to_dict
+from lead_core.data.schema import GROUPS, SchemaError, write_table
 from lead_core.data.trec import read_qrels, read_run
 from lead_core.tracking import stage_run
 
@@ -89,11 +89,11 @@ def mine_groups(
 ) -> tuple[pa.Table, dict[str, int]]:
     """GROUPS table (sorted by query id) and the counts of left-out and short queries (see module doc)."""
     if not 0 <= skip < depth:
-        raise ValueError(f"need 0 <= skip < depth, got skip={skip}, depth={depth}")
+        raise ConfigError(f"need 0 <= skip < depth, got skip={skip}, depth={depth}")
     if num_negatives < 1:
-        raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
+        raise ConfigError(f"num_negatives must be at least 1, got {num_negatives}")
     if run.num_rows == 0:
-        raise ValueError("the run is empty")
+        raise SchemaError("the run is empty")
     source = source or f"mined:{depth}:{skip}"
 
     # Positions per query: score descending, ties by doc id; keep positions skip .. depth-1.
@@ -120,7 +120,7 @@ def mine_groups(
     for qid, did in zip(pos_table.column("query_id").to_pylist(), pos_table.column("doc_id").to_pylist()):
         positives.setdefault(qid, []).append(did)
     if not run_queries & positives.keys():
-        raise ValueError(
+        raise SchemaError(
             f"the run and the qrels share no query with positives (run: {len(run_queries)} queries, "
             f"e.g. {sorted(run_queries)[:3]}; qrels: {len(positives)} queries with positives, "
             f"e.g. {sorted(positives)[:3]})"
@@ -160,7 +160,7 @@ def mine_groups(
         rows["negative_ids"].append(chosen)
         rows["negative_source"].append(source)
     if not rows["query_id"]:
-        raise ValueError(f"no query kept: {counts}")
+        raise SchemaError(f"no query kept: {counts}")
     groups = pa.table(rows, schema=GROUPS.arrow)
     counts["groups"] = groups.num_rows
     return groups, counts

@@ -17,6 +17,7 @@ import torch
 import transformers
 
 from lead_core.artifacts import atomic_path
+from lead_core.config import ConfigError
 
 Family = Literal["bert", "mpnet"]
 
@@ -90,7 +91,7 @@ def _build_tokenizer(family: Family, folder: Path):
 def _config(family: Family, vocab_size: int, num_layers: int, hidden: int, pad_token_id: int):
     heads = max(1, hidden // 16)
     if hidden % heads:
-        raise ValueError(f"hidden={hidden} must be a multiple of {heads} attention heads")
+        raise ConfigError(f"hidden={hidden} must be a multiple of {heads} attention heads")
     common = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -114,9 +115,9 @@ def build_tiny_backbone(
     passed as `ModelConfig.backbone`. Written atomically: a folder at `path` is replaced.
     """
     if family not in ("bert", "mpnet"):
-        raise ValueError(f"family must be 'bert' or 'mpnet', not {family!r}")
+        raise ConfigError(f"family must be 'bert' or 'mpnet', not {family!r}")
     if num_layers < 1 or hidden < 1:
-        raise ValueError(f"num_layers and hidden must be positive (got {num_layers}, {hidden})")
+        raise ConfigError(f"num_layers and hidden must be positive (got {num_layers}, {hidden})")
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.mkdir()
@@ -142,7 +143,7 @@ def truncate_backbone(src: str | Path, dst: str | Path, num_layers: int) -> Path
     model = transformers.AutoModel.from_pretrained(src)
     blocks = encoder_blocks(model)
     if not 1 <= num_layers <= len(blocks):
-        raise ValueError(f"{src}: num_layers must be in 1..{len(blocks)}, not {num_layers}")
+        raise ConfigError(f"{src}: num_layers must be in 1..{len(blocks)}, not {num_layers}")
     del blocks[num_layers:]
     for attribute in ("num_hidden_layers", "n_layers"):
         if hasattr(model.config, attribute):

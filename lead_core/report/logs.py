@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lead_core.data.schema import SchemaError
+
 
 class StepLogWriter:
     """A `lead_core.train.run` callback appending each step's metrics to a JSONL file (rank 0 only).
@@ -56,9 +58,9 @@ def read_step_log(path: str | Path) -> list[dict[str, float]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not a JSON object ({err.msg})") from err
+                raise SchemaError(f"{path}: line {number}: not a JSON object ({err.msg})") from err
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-                raise ValueError(f"{path}:{number}: expected an object with an integer 'step'")
+                raise SchemaError(f"{path}: line {number}: expected an object with an integer 'step'")
             rows.append(row)
     return rows
 

@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lead_core.artifacts import atomic_outputs
-from lead_core.config import to_dict
-from lead_core.data.schema import CORPUS, QUERIES, RUN, iter_batches, read_table, write_table
+from lead_core.config import ConfigError, to_dict
+from lead_core.data.schema import CORPUS, QUERIES, RUN, SchemaError, iter_batches, read_table, write_table
 from lead_core.data.text import passage_texts
 from lead_core.data.trec import read_run, sort_run, write_trec_run
 from lead_core.encode.runtime import inference_precision, load_for_inference, resolve_device
@@ -136,12 +136,12 @@ def score_run(
 
 def run(config: Config) -> dict[str, Any]:
     if config.k < 1:
-        raise ValueError(f"k must be at least 1, got {config.k}")
+        raise ConfigError(f"k must be at least 1, got {config.k}")
     outputs = atomic_outputs(config.out_run, config.out_trec)
     with stage_run("rerank", to_dict(config)) as tracker, outputs as (out_run, out_trec):
         candidates, tail = split_at(read_run(config.run), config.k)
         if candidates.num_rows == 0:
-            raise ValueError(f"{config.run}: the run is empty")
+            raise SchemaError(f"{config.run}: the run is empty")
         queries = read_table(config.queries, QUERIES)
         query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
         run_qids = set(pc.unique(candidates.column("query_id")).to_pylist())

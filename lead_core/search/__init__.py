@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from lead_core.artifacts import atomic_outputs
-from lead_core.config import to_dict
-from lead_core.data.schema import QUERIES, RUN, open_writer, read_table
+from lead_core.config import ConfigError, to_dict
+from lead_core.data.schema import QUERIES, RUN, SchemaError, open_writer, read_table
 from lead_core.data.trec import write_trec_run
 from lead_core.tracking import stage_run
 
@@ -75,7 +75,7 @@ def to_search_device(index, use_gpu: UseGpu = "auto", float16: bool = False):
         return index
     if not gpu_available():
         if use_gpu == "yes":
-            raise ValueError(
+            raise ConfigError(
                 "use_gpu=yes but faiss has no GPU (install faiss-gpu) or torch sees no CUDA device"
             )
         return index
@@ -124,7 +124,7 @@ def run_table(query_ids: list[str], doc_ids: pa.Array, scores: np.ndarray, rows:
 
 def _check_dim(model_dim: int, index_dim: int, config: Config) -> None:
     if model_dim != index_dim:
-        raise ValueError(
+        raise SchemaError(
             f"{config.model} makes {model_dim}-d query vectors but the index {config.index} holds "
             f"{index_dim}-d vectors: search with the model that encoded the corpus"
         )
@@ -135,13 +135,13 @@ def run(config: Config) -> dict[str, Any]:
     from lead_core.index import load_index
 
     if config.k < 1:
-        raise ValueError(f"k must be at least 1, got {config.k}")
+        raise ConfigError(f"k must be at least 1, got {config.k}")
     outputs = atomic_outputs(config.out_run, config.out_trec)
     with stage_run("search", to_dict(config)) as tracker, outputs as (out_run, out_trec):
         index, doc_ids, meta = load_index(config.index)
         queries = read_table(config.queries, QUERIES)
         if queries.num_rows == 0:
-            raise ValueError(f"{config.queries}: no queries")
+            raise SchemaError(f"{config.queries}: no queries")
         if meta.get("model") and Path(meta["model"]).resolve() != Path(config.model).resolve():
             log.warning(
                 "search: the index %s was encoded with %s, the queries are encoded with %s; "
@@ -165,7 +165,7 @@ def run(config: Config) -> dict[str, Any]:
         _check_dim(vectors.shape[1], index.d, config)
         searcher = to_search_device(index, config.use_gpu, float16=meta["embeddings_dtype"] == "float16")
         if searcher is not index and min(config.k, index.ntotal) > GPU_MAX_K:
-            raise ValueError(
+            raise ConfigError(
                 f"faiss searches at most k={GPU_MAX_K} on a GPU; got k={config.k} (use_gpu=no searches on CPU)"
             )
         doc_id_array = pa.array(doc_ids, pa.string())
