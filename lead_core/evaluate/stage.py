@@ -56,7 +56,7 @@ def run(config: Config) -> dict:
     check_writable(config.out, config.per_query_out)
     qrels = qrels_dict(read_qrels(config.qrels))
     result = evaluate_run(
-        read_run(config.run), qrels, config.metrics, config.relevance_level
+        read_run(config.run), qrels, config.metrics, config.relevance_level, where=config.run
     )
     summary: dict = {"metrics": result.aggregate, "num_queries": result.num_queries}
     same_name = bool(config.baseline) and Path(config.run).name == Path(config.baseline).name
