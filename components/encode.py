@@ -15,6 +15,10 @@ def encode(model: Input[Model], data: Input[Dataset], embeddings: Output[Dataset
         data: ingested split holding corpus.parquet.
         embeddings: output embeddings directory (Parquet shards and meta.json).
     """
+    from lead_core.distributed import accelerator_count, launch
     from lead_core.encode import Config, run
 
-    run(Config(model=model.path, input=data.path + "/corpus.parquet", out=embeddings.path, is_query=False))
+    config = Config(
+        model=model.path, input=data.path + "/corpus.parquet", out=embeddings.path, is_query=False
+    )
+    launch(run, config, nproc=accelerator_count())  # one process per GPU the task sees

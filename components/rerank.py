@@ -18,10 +18,12 @@ def rerank(model: Input[Model], run: Input[Dataset], data: Input[Dataset], k: in
             their first-stage order, so recall beyond k is the first stage's.
         reranked: output folder holding run.parquet and run.trec.
     """
+    from lead_core.distributed import accelerator_count, launch
     from lead_core.rerank import Config
     from lead_core.rerank import run as rerank_run
 
-    rerank_run(
+    launch(
+        rerank_run,
         Config(
             model=model.path,
             run=run.path + "/run.parquet",
@@ -30,5 +32,6 @@ def rerank(model: Input[Model], run: Input[Dataset], data: Input[Dataset], k: in
             out_run=reranked.path + "/run.parquet",
             out_trec=reranked.path + "/run.trec",
             k=k,
-        )
+        ),
+        nproc=accelerator_count(),  # one process per GPU the task sees
     )

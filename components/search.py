@@ -17,10 +17,12 @@ def search(index: Input[Dataset], model: Input[Model], data: Input[Dataset], k: 
         k: results per query.
         run: output folder holding run.parquet and run.trec.
     """
+    from lead_core.distributed import accelerator_count, launch
     from lead_core.search import Config
     from lead_core.search import run as search_run
 
-    search_run(
+    launch(
+        search_run,
         Config(
             index=index.path,
             model=model.path,
@@ -28,5 +30,6 @@ def search(index: Input[Dataset], model: Input[Model], data: Input[Dataset], k: 
             out_run=run.path + "/run.parquet",
             out_trec=run.path + "/run.trec",
             k=k,
-        )
+        ),
+        nproc=accelerator_count(),  # one process per GPU the task sees
     )

@@ -26,6 +26,7 @@ def train(
         model: output lead model directory.
     """
     from lead_core.config import from_dict
+    from lead_core.distributed import accelerator_count, launch
     from lead_core.train import Config, run
 
     paths = {
@@ -35,7 +36,8 @@ def train(
         "model": init.path,
         "out": model.path,
     }
-    run(from_dict(Config, {**options, **params, **paths}, where="train params"))
+    config = from_dict(Config, {**options, **params, **paths}, where="train params")
+    launch(run, config, nproc=accelerator_count())  # one process per GPU the task sees
 
 
 @dsl.component(base_image=BASE_IMAGE_CUDA, install_kfp_package=False)
@@ -62,6 +64,7 @@ def distill(
         teacher_out: output teacher model directory (changed by joint LEAD training).
     """
     from lead_core.config import from_dict
+    from lead_core.distributed import accelerator_count, launch
     from lead_core.train import Config, run
 
     paths = {
@@ -73,4 +76,5 @@ def distill(
         "out": model.path,
         "out_teacher": teacher_out.path,
     }
-    run(from_dict(Config, {**options, **params, **paths}, where="distill params"))
+    config = from_dict(Config, {**options, **params, **paths}, where="distill params")
+    launch(run, config, nproc=accelerator_count())  # one process per GPU the task sees

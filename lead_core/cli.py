@@ -49,6 +49,11 @@ USER_ERRORS = (
 )
 
 
+# Stages whose run() is data parallel over processes: `--nproc N` starts N of them, one per GPU
+# (lead_core.distributed.launch, the path the pipeline's GPU components take).
+MULTI_PROCESS_STAGES = frozenset({"train", "encode", "search", "rerank"})
+
+
 def _load_stage(name: str):
     module = importlib.import_module(STAGES[name][0])
     return module.Config, module.run
@@ -79,10 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     config_cls, run = _load_stage(head.stage)
     stage_parser = argparse.ArgumentParser(prog=f"lead {head.stage}", description=STAGES[head.stage][1])
     add_arguments(stage_parser, config_cls)
+    if head.stage in MULTI_PROCESS_STAGES:
+        stage_parser.add_argument(
+            "--nproc", type=int, default=1, help="processes, one per GPU (gloo on CPU); 1: this process"
+        )
     args = stage_parser.parse_args(rest)
     try:
         config = from_args(config_cls, args)
-        result = run(config)
+        if getattr(args, "nproc", 1) > 1:
+            from lead_core.distributed import RankFailedError, launch
+
+            try:
+                result = launch(run, config, args.nproc)
+            except RankFailedError as err:  # the rank printed its traceback; name its error once more
+                print(f"lead {head.stage}: error: {err}", file=sys.stderr)
+                return 1
+        else:
+            result = run(config)
     except USER_ERRORS as err:
         message = " ".join(str(err).split())  # one line, whatever the message
         print(f"lead {head.stage}: error: {message}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,9 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from lead_core import distributed
 from lead_core.artifacts import atomic_path, check_writable
-from lead_core.config import ConfigError, to_dict
+from lead_core.config import to_dict
 from lead_core.data.schema import CORPUS, QUERIES, SchemaError, iter_batches, read_metadata
 from lead_core.data.text import passage_texts
 from lead_core.encode.runtime import (
@@ -96,7 +96,7 @@ def encode_texts(
     out-of-memory shows at once), then rows are put back in input order.
     """
     if batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = device or model.device
     with max_length_override(model, is_query, max_length):
         limit = model.config.query_max_length if is_query else model.config.passage_max_length
@@ -114,35 +114,6 @@ def encode_texts(
     if out is None:
         return np.empty((0, getattr(model, "output_size", 0)), dtype=np.float32)
     return out
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size) under torchrun, (0, 1) otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _init_distributed(world: int) -> bool:
-    """Join the torchrun process group when there is one and nobody joined it yet."""
-    if world == 1 or torch.distributed.is_initialized():
-        return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    return True
-
-
-def _broadcast(value: str | None, world: int) -> str:
-    if world == 1:
-        return value  # type: ignore[return-value]
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
 
 
 def _input_kind(path: str) -> tuple[Any, str, bool]:
@@ -206,45 +177,44 @@ def finalize(directory: Path, num_shards: int, dtype: str, config: dict[str, Any
 
 def run(config: Config) -> dict[str, Any]:
     if config.shard_size < 1:
-        raise ConfigError(f"shard_size must be positive, got {config.shard_size}")
+        raise ValueError(f"shard_size must be positive, got {config.shard_size}")
     if config.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
     _, _, is_queries = _input_kind(config.input)
     is_query = is_queries if config.is_query is None else config.is_query
     if read_metadata(config.input)["num_rows"] == 0:
-        raise SchemaError(f"{config.input}: no rows to encode")
+        raise ValueError(f"{config.input}: no rows to encode")
     check_writable(config.out)  # before loading the model and encoding
-    rank, world = _world()
-    joined = _init_distributed(world)
+    ctx = distributed.setup()
+    rank, world = ctx.rank, ctx.world_size
     try:
         # One tracked run per encode, not one per rank.
         tracking = (
-            stage_run("encode", to_dict(config)) if rank == 0 else contextlib.nullcontext(StageTracker())
+            stage_run("encode", to_dict(config)) if ctx.is_main else contextlib.nullcontext(StageTracker())
         )
         with tracking as tracker:
             device = resolve_device(config.device)
             model = load_for_inference(config.model, device, architectures=("de",), stage="encode")
             out = Path(config.out)
             meta: dict[str, Any] = {}
-            if rank == 0:
+            if ctx.is_main:
                 with atomic_path(out) as tmp:
                     tmp.mkdir()
-                    _broadcast(str(tmp), world)
+                    distributed.broadcast_object(str(tmp))
                     num_shards = encode_shards(
                         model, config.input, tmp, config, is_query, device, rank, world
                     )
-                    _barrier(world)
+                    ctx.barrier()
                     meta = finalize(tmp, num_shards, config.dtype, to_dict(config))
-                _barrier(world)
+                ctx.barrier()
                 summary = {"rows": meta["num_rows"], "dim": meta["dim"], "shards": len(meta["shards"])}
                 tracker.log_metrics(summary)
                 log.info("encoded %d texts into %d-d vectors (%d shards) -> %s", *summary.values(), out)
                 return summary
-            tmp = Path(_broadcast(None, world))
+            tmp = Path(distributed.broadcast_object(None))
             encode_shards(model, config.input, tmp, config, is_query, device, rank, world)
-            _barrier(world)
-            _barrier(world)
+            ctx.barrier()
+            ctx.barrier()
             return {"rank": rank}
     finally:
-        if joined:
-            torch.distributed.destroy_process_group()
+        ctx.close()

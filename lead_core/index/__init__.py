@@ -77,9 +77,8 @@ def build_index(
     return meta
 
 
-def load_index(directory: str | Path):
-    """(faiss index, ids list, meta) of an index directory, checked for consistency."""
-    faiss = _faiss()
+def read_index_files(directory: str | Path) -> tuple[Path, list[str], dict[str, Any]]:
+    """(path of index.faiss, ids list, meta) of an index directory, checked without faiss."""
     directory = Path(directory)
     if not directory.exists():
         raise FileNotFoundError(f"{directory}: no such index directory")
@@ -91,8 +90,19 @@ def load_index(directory: str | Path):
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise SchemaError(f"{meta_path}: expected format {FORMAT!r}, found {meta.get('format')!r}")
-    index = faiss.read_index(str(directory / INDEX_FILE))
     ids = read_table(directory / IDS_FILE, IDS).column("id").to_pylist()
+    if len(ids) != meta["num_vectors"]:
+        raise SchemaError(
+            f"{directory}: inconsistent index: {len(ids)} ids, meta says {meta['num_vectors']} vectors"
+        )
+    return directory / INDEX_FILE, ids, meta
+
+
+def load_index(directory: str | Path):
+    """(faiss index, ids list, meta) of an index directory, checked for consistency."""
+    faiss = _faiss()
+    index_file, ids, meta = read_index_files(directory)
+    index = faiss.read_index(str(index_file))
     if len(ids) != index.ntotal or index.d != meta["dim"]:
         raise SchemaError(
             f"{directory}: inconsistent index: {index.ntotal} vectors of size {index.d}, "

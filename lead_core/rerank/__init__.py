@@ -4,6 +4,8 @@ How the paper evaluates CB and CE teachers: rerank the top-1000 (passages) that 
 teacher retrieved. The output run holds the top-k ordered by the new score (ties by doc id), then,
 with `keep_tail` (the default), the input's results below rank k in their input order with scores
 below every re-scored one – so recall at depths beyond k is the first stage's, not cut off at k.
+Several processes (torchrun or `lead rerank --nproc N`): each rank re-scores a share of the
+queries on its GPU; rank 0 gathers the scores and writes the run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
+from lead_core import distributed
 from lead_core.artifacts import atomic_outputs
 from lead_core.config import ConfigError, to_dict
 from lead_core.data.schema import CORPUS, QUERIES, RUN, SchemaError, iter_batches, read_table, write_table
@@ -134,41 +137,63 @@ def score_run(
     return sort_run(rescored)
 
 
+def _rerank_share(config: Config, ctx: distributed.DistContext) -> tuple[pa.Table, set[str], pa.Table]:
+    """(the run's tail below rank k, the run's query ids, this rank's queries' top-k re-scored).
+
+    A rank's share: a contiguous slice of the run's query ids in sorted order (all of them alone).
+    """
+    candidates, tail = split_at(read_run(config.run), config.k)
+    if candidates.num_rows == 0:
+        raise SchemaError(f"{config.run}: the run is empty")
+    queries = read_table(config.queries, QUERIES)
+    query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
+    run_qids = set(pc.unique(candidates.column("query_id")).to_pylist())
+    missing = sorted(run_qids - query_text.keys())
+    if missing:
+        raise _missing(config.queries, "query", missing)
+    if ctx.enabled:
+        first, stop = distributed.share(len(run_qids), ctx.rank, ctx.world_size)
+        mine = pa.array(sorted(run_qids)[first:stop], pa.string())
+        candidates = candidates.filter(pc.is_in(candidates.column("query_id"), value_set=mine))
+    run_dids = set(pc.unique(candidates.column("doc_id")).to_pylist())
+    passage_text = _texts_by_id(config.corpus, run_dids)
+    missing = sorted(run_dids - passage_text.keys())
+    if missing:
+        raise _missing(config.corpus, "document", missing)
+    device = resolve_device(config.device)
+    model = load_for_inference(config.model, device, stage="rerank")
+    return tail, run_qids, score_run(model, candidates, query_text, passage_text, config.batch_size, device)
+
+
 def run(config: Config) -> dict[str, Any]:
     if config.k < 1:
         raise ConfigError(f"k must be at least 1, got {config.k}")
-    outputs = atomic_outputs(config.out_run, config.out_trec)
-    with stage_run("rerank", to_dict(config)) as tracker, outputs as (out_run, out_trec):
-        candidates, tail = split_at(read_run(config.run), config.k)
-        if candidates.num_rows == 0:
-            raise SchemaError(f"{config.run}: the run is empty")
-        queries = read_table(config.queries, QUERIES)
-        query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
-        run_qids = set(pc.unique(candidates.column("query_id")).to_pylist())
-        missing = sorted(run_qids - query_text.keys())
-        if missing:
-            raise _missing(config.queries, "query", missing)
-        run_dids = set(pc.unique(candidates.column("doc_id")).to_pylist())
-        passage_text = _texts_by_id(config.corpus, run_dids)
-        missing = sorted(run_dids - passage_text.keys())
-        if missing:
-            raise _missing(config.corpus, "document", missing)
-        device = resolve_device(config.device)
-        model = load_for_inference(config.model, device, stage="rerank")
-        reranked = score_run(model, candidates, query_text, passage_text, config.batch_size, device)
-        pairs = reranked.num_rows
-        if config.keep_tail:
-            reranked = append_tail(reranked, tail, config.k)
-        write_table(reranked, out_run, RUN, to_dict(config))
-        if config.out_trec:
-            write_trec_run(reranked, out_trec, tag=config.tag)
-        summary = {"queries": len(run_qids), "pairs": pairs, "k": config.k, "rows": reranked.num_rows}
-        tracker.log_metrics(summary)
-        log.info(
-            "reranked %d pairs of %d queries with %s -> %s",
-            pairs,
-            len(run_qids),
-            config.model,
-            config.out_run,
-        )
-        return summary
+    ctx = distributed.setup()
+    try:
+        if not ctx.is_main:  # score a share; rank 0 writes every rank's scores
+            distributed.gather_objects(_rerank_share(config, ctx)[2])
+            return {"rank": ctx.rank}
+        outputs = atomic_outputs(config.out_run, config.out_trec)
+        with stage_run("rerank", to_dict(config)) as tracker, outputs as (out_run, out_trec):
+            tail, run_qids, reranked = _rerank_share(config, ctx)
+            if ctx.enabled:
+                reranked = sort_run(pa.concat_tables(distributed.gather_objects(reranked)))
+            pairs = reranked.num_rows
+            if config.keep_tail:
+                reranked = append_tail(reranked, tail, config.k)
+            write_table(reranked, out_run, RUN, to_dict(config))
+            if config.out_trec:
+                write_trec_run(reranked, out_trec, tag=config.tag)
+            summary = {"queries": len(run_qids), "pairs": pairs, "k": config.k, "rows": reranked.num_rows}
+            tracker.log_metrics(summary)
+            log.info(
+                "reranked %d pairs of %d queries with %s on %d process(es) -> %s",
+                pairs,
+                len(run_qids),
+                config.model,
+                ctx.world_size,
+                config.out_run,
+            )
+            return summary
+    finally:
+        ctx.close()

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lead_core.artifacts import atomic_outputs, check_writable
+from lead_core import distributed
 from lead_core.config import ConfigError, to_dict
 from lead_core.losses import (
     contrastive_loss,
@@ -47,7 +48,6 @@ from lead_core.models import ModelConfig, build_model, load_model
 from lead_core.models.encoder_model import CONFIG_FILE, EncoderModel
 from lead_core.tracking import stage_run
 from lead_core.train import checkpoint as ckpt
-from lead_core.train import distributed
 from lead_core.train.config import Config, trajectory_fields
 from lead_core.train.data import Batch, BatchPlan, TrainingData
 

@@ -113,7 +113,7 @@ def test_two_process_gloo_shares_negatives_and_gradients(tmp_path, toy, tiny_ber
 def _gather_grad_worker(rank: int, port: int, results: str) -> None:
     import torch.distributed as dist
 
-    from lead_core.train.distributed import gather_with_grad
+    from lead_core.distributed import gather_with_grad
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)

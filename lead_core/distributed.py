@@ -1,17 +1,26 @@
-"""Single-node data parallelism (torchrun/DDP): process group set-up and the cross-GPU gather.
+"""Single-node data parallelism: launching one process per accelerator, the process group, and
+the collectives the stages share (the cross-GPU gather with gradients, broadcasts, gathers).
 
-torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them training runs in one process. The
-backend is NCCL on GPUs and gloo on CPU (which is how the tests run two processes).
+A stage's `run(config)` is written once for any number of processes: under torchrun (or `launch`)
+every process calls it with WORLD_SIZE, RANK and LOCAL_RANK set, and without them it runs alone.
+`launch(run, config, nproc)` starts those processes itself through torch's elastic launcher (what
+torchrun uses), so a pipeline task that sees n GPUs and `lead <stage> --nproc n` both use every GPU.
+The backend is NCCL on GPUs and gloo on CPU (which is how the tests run two processes).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -141,3 +150,90 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+# ------------------------------------------------------------------------------------- launch
+class RankFailedError(RuntimeError):
+    """A process of a launched stage failed; the message is that process's own error."""
+
+    def __init__(self, rank: int, message: str):
+        super().__init__(f"rank {rank} failed: {message}")
+        self.rank = rank
+
+
+def accelerator_count() -> int:
+    """The number of CUDA devices this process sees (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def launched_world_size() -> int:
+    """WORLD_SIZE as torchrun or `launch` set it for this process (1 when none did)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _run_rank(entry: Callable[[Any], R], config: Any, threads: int) -> R:
+    """What each launched process runs; `record` writes its exception to the file the launcher reads."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    torch.set_num_threads(threads)
+    return record(entry)(config)
+
+
+def _failure_message(failure) -> str:
+    """The child's own "ExceptionType: message" where it left one, else what the launcher saw."""
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", message)
+    if not failure.error_file_data.get("message") and failure.exitcode > 0:
+        # It died before `entry` ran (an import or unpickling error) or exited on its own.
+        message = f"exited with code {failure.exitcode} before raising in the stage (its traceback is above)"
+    return str(message)
+
+
+def launch(entry: Callable[[Any], R], config: Any, nproc: int | None = None) -> R:
+    """`entry(config)` in `nproc` processes on this node, data parallel; returns rank 0's result.
+
+    nproc: processes to start, one per accelerator (None: as many as torch sees). With 0 or 1,
+    or inside a process that torchrun or `launch` already started, `entry(config)` runs here.
+    Otherwise torch's elastic launcher (torchrun's machinery: a c10d rendezvous on a free local
+    port, no restarts) spawns the ranks with WORLD_SIZE, RANK and LOCAL_RANK set; `entry` must be
+    importable by name (a module-level function) and `config` picklable. A failing rank stops the
+    others and raises RankFailedError carrying that rank's exception type and message.
+    """
+    n = accelerator_count() if nproc is None else nproc
+    if n <= 1 or launched_world_size() > 1:
+        return entry(config)
+    if torch.cuda.is_available() and n > torch.cuda.device_count():
+        raise ValueError(f"nproc={n} processes asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    launch_config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=n,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # torchrun --standalone: a free port on this node
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
+    # CPU threads per rank: the machine's cores shared out (GPU ranks need few).
+    threads = max(1, (os.cpu_count() or 1) // n)
+    try:
+        results = elastic_launch(launch_config, _run_rank)(entry, config, threads)
+    except ChildFailedError as err:
+        # The first rank that raised (it left an error file); ranks the launcher stopped after it
+        # only report a signal.
+        raised = {rank: f for rank, f in err.failures.items() if f.error_file_data.get("message")}
+        rank, failure = min((raised or err.failures).items(), key=lambda rf: (rf[1].timestamp, rf[0]))
+        raise RankFailedError(rank, _failure_message(failure)) from None
+    return results[0]
+
+
+def share(count: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[first, stop) of rank's contiguous share of `count` items (sizes differ by at most one)."""
+    base, extra = divmod(count, world_size)
+    first = rank * base + min(rank, extra)
+    return first, first + base + (rank < extra)
