@@ -17,13 +17,15 @@ import torch
 import transformers
 from torch import Tensor, nn
 
+from lead_core.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Where common encoder families keep their list of transformer blocks.
 _BLOCK_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer")
 
 
-class BackboneError(ValueError):
+class BackboneError(UserError, ValueError):
     """A backbone that cannot be loaded or used (missing folder or weights, unknown layout)."""
 
 

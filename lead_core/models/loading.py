@@ -9,6 +9,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from lead_core.errors import UserError
 from lead_core.models.base import ModelConfig
 from lead_core.models.colbert import ColBERT
 from lead_core.models.cross_encoder import CrossEncoder
@@ -25,7 +26,7 @@ from lead_core.models.encoder_model import (
 ARCHITECTURES: dict[str, type[EncoderModel]] = {"de": DualEncoder, "cb": ColBERT, "ce": CrossEncoder}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A saved model directory that is missing, incomplete or does not match its config."""
 
 
@@ -33,7 +34,7 @@ def _model_class(config: ModelConfig) -> type[EncoderModel]:
     try:
         return ARCHITECTURES[config.architecture]
     except KeyError:
-        raise ValueError(
+        raise ModelLoadError(
             f"unknown architecture {config.architecture!r} (expected one of {sorted(ARCHITECTURES)})"
         ) from None
 

@@ -153,7 +153,7 @@ def choose_backend(backend: Backend, use_gpu: UseGpu, device) -> str:
     """ "faiss" or "torch" for `backend` ("auto": faiss's GPU build, else torch on a CUDA `device`,
     else faiss on CPU, else torch on CPU)."""
     if backend not in ("auto", "faiss", "torch"):
-        raise ValueError(f"backend must be auto, faiss or torch, got {backend!r}")
+        raise ConfigError(f"backend must be auto, faiss or torch, got {backend!r}")
     if backend != "auto":
         return backend
     if use_gpu != "no" and gpu_available():
@@ -184,7 +184,7 @@ def open_index(config: Config, device):
     if config.use_gpu == "no":
         device = torch.device("cpu")
     elif config.use_gpu == "yes" and device.type != "cuda":
-        raise ValueError("use_gpu=yes but the search device is not a CUDA device")
+        raise ConfigError("use_gpu=yes but the search device is not a CUDA device")
     index_file, ids, meta = read_index_files(config.index)
     dtype = search_dtype(config.precision, device)
     searcher = TorchFlatIndex.from_file(index_file, device, dtype, query_block=config.search_batch_size)

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lead_core.config import ConfigError
+from lead_core.data.schema import SchemaError
+
 # faiss's write_index of an IndexFlatIP: fourcc, d (int32), ntotal (int64), two unused int64,
 # is_trained (bool), metric type (int32; 0 = inner product), then the vectors as a
 # length-prefixed (uint64) float32 array.
@@ -35,20 +38,20 @@ def read_flat_index(path: str | Path, rows_per_read: int = 262_144):
     with open(path, "rb") as fh:
         header = fh.read(_FLAT_HEADER.size + 8)
     if len(header) < _FLAT_HEADER.size + 8:
-        raise ValueError(f"{path}: too short for a faiss flat index")
+        raise SchemaError(f"{path}: too short for a faiss flat index")
     fourcc, d, ntotal, _, _, _, metric = _FLAT_HEADER.unpack_from(header)
     if fourcc != _FLAT_FOURCC or metric != _METRIC_INNER_PRODUCT:
-        raise ValueError(
+        raise SchemaError(
             f"{path}: not a faiss IndexFlatIP file (fourcc {fourcc!r}, metric {metric}); "
             "the torch search path reads only the flat inner-product index `lead index` writes"
         )
     (size,) = struct.unpack_from("<Q", header, _FLAT_HEADER.size)
     if size != d * ntotal:
-        raise ValueError(f"{path}: holds {size} floats, expected {ntotal} vectors x {d}")
+        raise SchemaError(f"{path}: holds {size} floats, expected {ntotal} vectors x {d}")
     offset = _FLAT_HEADER.size + 8
     expected_bytes = offset + 4 * size
     if path.stat().st_size < expected_bytes:
-        raise ValueError(f"{path}: truncated ({path.stat().st_size} bytes, expected {expected_bytes})")
+        raise SchemaError(f"{path}: truncated ({path.stat().st_size} bytes, expected {expected_bytes})")
 
     def blocks():
         with open(path, "rb") as fh:
@@ -147,7 +150,7 @@ def search_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in DTYPES:
-        raise ValueError(f"search precision must be auto, {', '.join(DTYPES)}; got {precision!r}")
+        raise ConfigError(f"search precision must be auto, {', '.join(DTYPES)}; got {precision!r}")
     if device.type == "cpu" and precision != "fp32":
-        raise ValueError(f"search precision {precision} is for GPUs; on CPU the torch path uses fp32")
+        raise ConfigError(f"search precision {precision} is for GPUs; on CPU the torch path uses fp32")
     return DTYPES[precision]
