@@ -139,6 +139,20 @@ def test_missing_remote_backend_names_the_extra(monkeypatch, uri, package):
     )
 
 
+def test_missing_http_backend_names_the_package(monkeypatch):
+    import fsspec
+
+    def unavailable(protocol, **kw):
+        raise ImportError("HTTPFileSystem requires 'aiohttp'")
+
+    monkeypatch.setattr(fsspec, "filesystem", unavailable)  # fsspec caches the http class once imported
+    with pytest.raises(MissingExtraError) as err:
+        io.resolve("https://example.org/corpus.jsonl")
+    assert str(err.value).endswith(
+        "needs the Python package aiohttp, which is not installed: pip install aiohttp"
+    )
+
+
 def test_missing_faiss_names_the_extra(monkeypatch):
     from lead_core import index
 

@@ -47,10 +47,11 @@ CACHE_ENV = "LEAD_CACHE_DIR"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
 # Suffixes of single compressed files that `open_text` reads transparently (detected by magic bytes).
 COMPRESSED_SUFFIXES = (".gz", ".bz2")
-# The package that provides each protocol's fsspec filesystem, and the extra that installs it.
+# The package that provides each protocol's fsspec filesystem, and the extra that installs it
+# (None: a dependency of lead-core itself).
 _PROTOCOL_PACKAGES = {
-    "http": ("aiohttp", "remote"),
-    "https": ("aiohttp", "remote"),
+    "http": ("aiohttp", None),
+    "https": ("aiohttp", None),
     "s3": ("s3fs", "remote"),
     "gs": ("gcsfs", "remote"),
     "gcs": ("gcsfs", "remote"),
@@ -102,10 +103,11 @@ def _filesystem(uri: str):
     try:
         return fsspec.filesystem(protocol)
     except ImportError as err:
-        package, extra = _PROTOCOL_PACKAGES.get(protocol, (f"an fsspec backend for {protocol}://", "remote"))
+        package, extra = _PROTOCOL_PACKAGES.get(protocol, (f"an fsspec backend for {protocol}://", None))
+        hint = f"{install_hint(extra)} (or pip install {package})" if extra else f"pip install {package}"
         raise MissingExtraError(
             f"{uri}: reading {protocol}:// URIs needs the Python package {package}, which is not "
-            f"installed: {install_hint(extra)} (or pip install {package})"
+            f"installed: {hint}"
         ) from err
     except ValueError as err:  # fsspec knows no such protocol
         raise RemoteError(f"{uri}: no filesystem for {protocol}:// URIs ({err})") from None
