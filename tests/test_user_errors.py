@@ -270,3 +270,33 @@ def test_a_bad_field_value_names_the_file_and_line_or_the_flag(tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_:  # argparse's own usage error, also without a traceback
         cli.main(["ingest", "--config", str(path), "--empty-documents", "drop"])
     assert exit_.value.code == 2 and "invalid choice: 'drop'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("streamed", [False, True])  # write_table, open_writer
+def test_damaged_artifact_pages_fail_their_checksum(tmp_path, streamed):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lead_core.data.schema import CORPUS, SchemaError, iter_batches, open_writer, read_table, write_table
+
+    path = tmp_path / "corpus.parquet"
+    n = 300
+    table = pa.table(
+        {"doc_id": [f"d{i}" for i in range(n)], "title": [""] * n, "text": [f"text {i}" for i in range(n)]}
+    )
+    if streamed:
+        with open_writer(path, CORPUS) as writer:
+            writer.write(table)
+    else:
+        write_table(table, path, CORPUS)
+    page = pq.read_metadata(path).row_group(0).column(0)  # doc_id's data page, after its ~30-byte header
+    start = page.data_page_offset + 40
+    data = bytearray(path.read_bytes())
+    data[start : start + 20] = bytes(20)  # the values differ, the file still parses
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        SchemaError, match=rf"^{path}: the Parquet file is corrupt .*CRC checksum verification failed"
+    ):
+        read_table(path, CORPUS)
+    with pytest.raises(SchemaError, match=r"CRC checksum verification failed"):
+        list(iter_batches(path, CORPUS))

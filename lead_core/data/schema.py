@@ -3,7 +3,8 @@
 Each artifact kind has a name, a version and an Arrow schema. Writers validate the table and store
 `lead.schema`, `lead.schema_version`, `lead.num_rows` and `lead.config` (the JSON of the config
 that made it) in the Parquet key-value metadata; readers check them and fail with a message that
-names the file and what was expected.
+names the file and what was expected. Every data page carries a CRC32 that readers verify, so a
+damaged artifact is an error naming it instead of silently different values.
 
 Ids are strings everywhere: MS MARCO pids are numbers, BEIR ids are not.
 """
@@ -199,7 +200,7 @@ def write_table(
     table = validate_table(table, schema, where=str(path))
     table = table.replace_schema_metadata(_metadata(schema, table.num_rows, config))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     return path
 
 
@@ -241,7 +242,10 @@ def open_writer(
     arrow = arrow or schema.arrow
     with atomic_path(path) as tmp:
         pq_writer = pq.ParquetWriter(
-            tmp, arrow.with_metadata(_metadata(schema, 0, config)), compression="zstd"
+            tmp,
+            arrow.with_metadata(_metadata(schema, 0, config)),
+            compression="zstd",
+            write_page_checksum=True,
         )
         out = ArtifactWriter(pq_writer, schema, str(path), arrow)
         try:
@@ -279,7 +283,7 @@ def _check_file(path: Path, schema: ArtifactSchema) -> pq.ParquetFile:
         raise SchemaError(
             f"{path}: {schema.name!r} schema version {meta['schema_version']}, this lead_core reads {SCHEMA_VERSION}"
         )
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, page_checksum_verification=True)
     _check_columns(schema, pf.schema_arrow, str(path))
     return pf
 
@@ -288,14 +292,28 @@ def read_table(path: str | Path, schema: ArtifactSchema, columns: list[str] | No
     """Read and validate a whole artifact (metadata, columns, types, nulls, unique keys)."""
     path = Path(path)
     _check_file(path, schema)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise _corrupt_parquet(path, err) from None
     table = validate_table(table, schema, where=str(path))
     return table.select(columns) if columns else table
+
+
+def _corrupt_parquet(path: Path, err: Exception) -> SchemaError:
+    """A Parquet file whose footer reads but whose data does not (damaged pages, cut short)."""
+    return SchemaError(
+        f"{path}: the Parquet file is corrupt ({err}); write it again with the stage that made it"
+    )
 
 
 def iter_batches(
     path: str | Path, schema: ArtifactSchema, batch_size: int = 65536, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Stream an artifact in record batches (metadata and column types checked up front)."""
-    pf = _check_file(Path(path), schema)
-    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+    path = Path(path)
+    pf = _check_file(path, schema)
+    try:
+        yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise _corrupt_parquet(path, err) from None
