@@ -7,7 +7,7 @@ these distributions are compared, teacher and student may differ in architecture
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +113,7 @@ def lead_loss(
     tau_l: float = 10.0,
     reweight: bool = True,
     joint: bool = True,
+    mean_over_ranks: Callable[[Tensor], Tensor] | None = None,
 ) -> LeadLoss:
     """The LEAD loss (Eq. 6–12).
 
@@ -129,6 +130,10 @@ def lead_loss(
         reweight: False replaces w_k by 1/K ("w/o re-weighting", Table 6).
         joint: False detaches the teacher and drops L_tch and KL(s_M||t_N) from the total
             ("w/o joint training", Table 6).
+        mean_over_ranks: under data parallelism, a function averaging a tensor over the ranks
+            (`lead_core.distributed.all_reduce_mean`): Eq. 7's per-layer statistic is then the
+            mean over the world batch's queries, as in one process over the union of the ranks'
+            batches, and every rank uses the same weights. None: this process's queries only.
 
     Scores may be -inf for passages a query must not see; teacher and student must mask the same
     passages, and no positive may be masked. Computed in float32 whatever the input dtype.
@@ -183,7 +188,10 @@ def lead_loss(
     # Eq. 7 (detached) or the uniform 1/K of the "w/o re-weighting" ablation.
     k = len(teacher_layers)
     if reweight:
-        layer_weights = torch.softmax(-_label_kl_per_layer(teacher_selected, positives) / tau_l, dim=0)
+        label_kl = _label_kl_per_layer(teacher_selected, positives)  # [K]
+        if mean_over_ranks is not None:
+            label_kl = mean_over_ranks(label_kl)
+        layer_weights = torch.softmax(-label_kl / tau_l, dim=0)
     else:
         layer_weights = torch.full((k,), 1.0 / k, dtype=torch.float32, device=teacher_scores.device)
     layer = (layer_weights * layer_terms).sum()  # Eq. 8

@@ -450,6 +450,7 @@ class Trainer:
             tau_l=config.tau_l,
             reweight=config.reweight,
             joint=config.joint,
+            mean_over_ranks=distributed.all_reduce_mean,  # Eq. 7 over the world batch (identity alone)
         )
         terms = {
             "loss/total": loss.total,
