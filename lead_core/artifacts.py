@@ -11,6 +11,10 @@ block created are removed, so a failed stage leaves the output locations as they
 A SIGKILL cannot run cleanup code: it leaves only hidden temporaries, never a file at a final
 path, and the next run at the same path removes the temporaries of processes that no longer exist
 on this host. `atomic_path(final)` is the one-output case.
+
+The final renames are one system call per output, not one atomic operation: a SIGKILL in the
+microseconds between two of them leaves the outputs renamed so far (the stage has still failed,
+so kfp caches nothing and no task consumes them; a rerun replaces them).
 """
 
 from __future__ import annotations
