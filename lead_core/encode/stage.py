@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from lead_core import distributed
 from lead_core.artifacts import atomic_path, check_writable
-from lead_core.config import to_dict
+from lead_core.config import ConfigError, to_dict
 from lead_core.data.schema import CORPUS, QUERIES, SchemaError, iter_batches, read_metadata
 from lead_core.data.text import passage_texts
 from lead_core.encode.runtime import (
@@ -96,7 +96,7 @@ def encode_texts(
     out-of-memory shows at once), then rows are put back in input order.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     device = device or model.device
     with max_length_override(model, is_query, max_length):
         limit = model.config.query_max_length if is_query else model.config.passage_max_length
@@ -177,13 +177,13 @@ def finalize(directory: Path, num_shards: int, dtype: str, config: dict[str, Any
 
 def run(config: Config) -> dict[str, Any]:
     if config.shard_size < 1:
-        raise ValueError(f"shard_size must be positive, got {config.shard_size}")
+        raise ConfigError(f"shard_size must be positive, got {config.shard_size}")
     if config.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
     _, _, is_queries = _input_kind(config.input)
     is_query = is_queries if config.is_query is None else config.is_query
     if read_metadata(config.input)["num_rows"] == 0:
-        raise ValueError(f"{config.input}: no rows to encode")
+        raise SchemaError(f"{config.input}: no rows to encode")
     check_writable(config.out)  # before loading the model and encoding
     ctx = distributed.setup()
     rank, world = ctx.rank, ctx.world_size
