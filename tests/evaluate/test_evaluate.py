@@ -250,3 +250,22 @@ def test_format_table():
     assert lines[2].split() == ["a", "0.5000", "0.2500"]
     assert lines[3].split() == ["b", "0.1250", "-"]
     assert lines[4].split() == ["p-value", "0.0100", "1.0e-09"]
+
+
+def test_metrics_and_per_query_files_are_written_together_or_not_at_all(tmp_path, capsys, monkeypatch):
+    write_table(TOY_RUN, tmp_path / "a.parquet", RUN)
+    write_table(TOY_QRELS, tmp_path / "qrels.parquet", QRELS)
+    (tmp_path / "file").write_text("not a folder")
+    base = ["evaluate", "--run", str(tmp_path / "a.parquet"), "--qrels", str(tmp_path / "qrels.parquet")]
+    before = sorted(tmp_path.iterdir())
+    # an unwritable per-query file fails before the evaluation and leaves no metrics file
+    monkeypatch.setattr("lead_core.evaluate.stage.evaluate_run", lambda *a, **k: pytest.fail("evaluated"))
+    args = ["--out", str(tmp_path / "m.json"), "--per-query-out", str(tmp_path / "file" / "pq.json")]
+    assert cli_main([*base, *args]) == 1
+    assert f"{tmp_path / 'file' / 'pq.json'}: cannot write here" in capsys.readouterr().err
+    monkeypatch.undo()
+    # a failure while writing the second leaves neither
+    monkeypatch.setattr(EvalResult, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        cli_main([*base, "--out", str(tmp_path / "m.json"), "--per-query-out", str(tmp_path / "pq.json")])
+    assert sorted(tmp_path.iterdir()) == before
