@@ -9,6 +9,7 @@ from components.backbone import backbone
 from components.bm25 import bm25
 from components.encode import encode
 from components.evaluate import evaluate
+from components.export import export
 from components.identity import identity
 from components.index import index
 from components.ingest import ingest
@@ -17,7 +18,21 @@ from components.rerank import rerank
 from components.search import search
 from components.train import distill, train
 
-ALL = (identity, ingest, backbone, bm25, train, distill, encode, index, search, mine, rerank, evaluate)
+ALL = (
+    identity,
+    ingest,
+    backbone,
+    bm25,
+    train,
+    distill,
+    encode,
+    index,
+    search,
+    mine,
+    rerank,
+    evaluate,
+    export,
+)
 
 __all__ = [
     "ALL",
@@ -26,6 +41,7 @@ __all__ = [
     "distill",
     "encode",
     "evaluate",
+    "export",
     "identity",
     "index",
     "ingest",

@@ -20,6 +20,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "index": ("4", "64Gi"),
     "evaluate": ("2", "16Gi"),
     "report": ("1", "4Gi"),
+    "export": ("2", "8Gi"),
     "train": ("8", "64Gi"),
     "distill": ("8", "64Gi"),
     "encode": ("8", "32Gi"),

@@ -34,6 +34,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "rerank": ("lead_core.rerank", "re-score a run's top-k with a ColBERT or cross-encoder model"),
     "evaluate": ("lead_core.evaluate", "TREC measures of a run against qrels; paired t-test vs a baseline"),
     "report": ("lead_core.report", "a table and plots over the metrics of many runs"),
+    "export": ("lead_core.export", "a saved model as a sentence-transformers or plain transformers folder"),
 }
 
 

@@ -45,6 +45,12 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 PARENT_RUN_ENV = "LEAD_PARENT_RUN_ID"
 DEFAULT_EXPERIMENT = "lead"
+# MLflow 3 opens an experiment in the view of its kind: this one is model training (the runs table),
+# not GenAI (traces). The tag and value the MLflow UI reads (mlflow/server/js: ExperimentKind).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# What a registered model version's newest candidate is called (MlflowClient.set_registered_model_alias).
+CANDIDATE_ALIAS = "candidate"
 
 # mlflow's limits (mlflow.utils.validation), copied so that the no-op path never imports mlflow.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -113,6 +119,48 @@ def flatten_params(config: Mapping[str, Any] | Any, prefix: str = "") -> dict[st
     return flat
 
 
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_location(value: Any) -> bool:
+    """A file path or URI (absolute path, ./relative path, scheme://...): where data is, not what a
+    stage does. Such values go to tags, so that comparing runs shows what differs in their setup."""
+    if not isinstance(value, str):
+        return False
+    return os.path.isabs(value) or value.startswith(("./", "../")) or bool(_URI_SCHEME.match(value))
+
+
+def split_locations(config: Mapping[str, Any] | Any) -> tuple[dict[str, str], dict[str, str]]:
+    """(params, location tags) of a flattened config: locations as tags named "path.<key>"."""
+    params, locations = {}, {}
+    for key, value in flatten_params(config).items():
+        if is_location(value):
+            locations[sanitize_name(f"path.{key}")] = value
+        else:
+            params[key] = value
+    return params, locations
+
+
+def describe_run(profile: str, overrides: Mapping[str, Any]) -> str:
+    """A parent run's name: the profile and what the run overrides, e.g. "cpu tau_l=5 k=3".
+
+    Locations (a dataset folder or URI) are shortened to their last path segment."""
+    parts = [profile]
+    for key, value in overrides.items():
+        text = _param_value(value)
+        if is_location(text):
+            text = text.rstrip("/").rsplit("/", 1)[-1] or text
+        parts.append(f"{key}={text}")
+    return " ".join(parts)[:MAX_KEY_LENGTH]
+
+
+def runs_page(experiment_id: str, ui_url: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's runs table of an experiment. MLflow 3's UI opens experiments in the view its
+    GenAI / Model training switch (kept per browser, GenAI by default) says, whatever the experiment's
+    kind tag: `workflowType=machine_learning` opens the runs table."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def _redact(uri: str) -> str:
     """The URI without a password, fit for a log line."""
     parts = urlsplit(uri)
@@ -140,6 +188,7 @@ class StageTracker:
 
     enabled = False
     run_id: str | None = None
+    experiment_id: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -155,6 +204,12 @@ class StageTracker:
 
     def flush(self) -> None:
         pass
+
+    def set_tag(self, key: str, value: Any) -> None:
+        pass
+
+    def log_model(self, folder: str | Path, **kwargs: Any) -> str | None:
+        return None
 
 
 class MlflowTracker(StageTracker):
@@ -268,6 +323,65 @@ class MlflowTracker(StageTracker):
         except Exception as err:
             self._disable(err)
 
+    def log_model(
+        self,
+        folder: str | Path,
+        *,
+        name: str = "model",
+        registered_model_name: str | None = None,
+        alias: str | None = CANDIDATE_ALIAS,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Log a sentence-transformers folder as an MLflow model of this run (MLflow 3: a logged
+        model, with `metrics` linked to it), register it as `registered_model_name` when given and
+        point `alias` at the new version. Returns the model URI, or None when not logged.
+
+        The folder must load with `SentenceTransformer(folder)` (lead export's format for dual
+        encoders); anything else is logged as plain artifacts under `name`."""
+        if not self.enabled:
+            return None
+        self.flush()
+        if not self.enabled:
+            return None
+        tags = {sanitize_name(k): _param_value(v) for k, v in (tags or {}).items()}
+        try:
+            import mlflow
+
+            mlflow.set_tracking_uri(self._uri)
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(str(folder), device="cpu")
+            except Exception as err:  # not a sentence-transformers folder, or the package is missing
+                logger.warning("%s is not logged as an MLflow model (%s); logging its files", folder, err)
+                self._client.log_artifacts(self.run_id, str(folder), name)
+                return None
+            with mlflow.start_run(run_id=self.run_id, nested=True):
+                info = mlflow.sentence_transformers.log_model(
+                    model,
+                    name=name,
+                    registered_model_name=registered_model_name,
+                    pip_requirements=_model_requirements(),
+                    params={k: _param_value(v) for k, v in (params or {}).items()} or None,
+                    tags=tags or None,
+                    await_registration_for=60,
+                )
+                if metrics:
+                    values = {sanitize_name(k): float(v) for k, v in metrics.items()}
+                    mlflow.log_metrics(values, model_id=info.model_id)
+            version = getattr(info, "registered_model_version", None)
+            if registered_model_name and version is not None:
+                for key, value in tags.items():
+                    self._client.set_model_version_tag(registered_model_name, str(version), key, value)
+                if alias:
+                    self._client.set_registered_model_alias(registered_model_name, alias, str(version))
+            return info.model_uri
+        except Exception as err:
+            self._disable(err)
+            return None
+
     def close(self, status: str = "FINISHED") -> None:
         """Flush and mark the run FINISHED, FAILED or KILLED."""
         self.flush()
@@ -278,6 +392,20 @@ class MlflowTracker(StageTracker):
         except Exception as err:
             self._disable(err)
         self.enabled = False
+
+
+def _model_requirements() -> list[str]:
+    """What serving the logged model needs, pinned to what logged it (mlflow would otherwise infer
+    them by loading the model in a subprocess: slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("sentence-transformers", "transformers", "torch"):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
 
 
 @contextmanager
@@ -301,13 +429,17 @@ def _experiment_id(client: Any, uri: str) -> str:
     name = os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older version: say what it is
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///")).resolve()
         artifact_location = (database.parent / "mlartifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except MlflowException:
         experiment = client.get_experiment_by_name(name)  # another process created it first
         if experiment is None:
@@ -349,7 +481,9 @@ def _start_run(uri: str, run_name: str, tags: dict[str, str], flush_interval_s: 
         if experiment_id is None:
             experiment_id = _experiment_id(client, uri)
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-        return MlflowTracker(client, run.info.run_id, uri, flush_interval_s)
+        tracker = MlflowTracker(client, run.info.run_id, uri, flush_interval_s)
+        tracker.experiment_id = experiment_id
+        return tracker
     except Exception as err:
         _warn_unavailable(uri, err)
         return StageTracker()
@@ -394,18 +528,25 @@ def stage_run(
         return
     run_name = os.environ.get("LEAD_STAGE_NAME") or stage
     with _fast_fail_http():
-        tracker = _start_run(uri, run_name, {**_base_tags(), "stage": stage}, flush_interval_s)
+        params, locations = split_locations(config) if config else ({}, {})
+        tags = {**_base_tags(), "stage": stage, **locations}
+        tracker = _start_run(uri, run_name, tags, flush_interval_s)
         with _run_until_exit(tracker):
-            if config:
-                tracker.log_params(config)
+            if params:
+                tracker.log_params(params)
             yield tracker
 
 
 @contextmanager
 def pipeline_run(
-    name: str, params: Mapping[str, Any] | Any | None = None, *, flush_interval_s: float = 5.0
+    name: str,
+    params: Mapping[str, Any] | Any | None = None,
+    *,
+    run_name: str | None = None,
+    flush_interval_s: float = 5.0,
 ) -> Iterator[StageTracker]:
-    """The parent run of one pipeline run. While open, LEAD_PARENT_RUN_ID names it, so that every
+    """The parent run of one pipeline run, named `run_name` (see `describe_run`; default `name`)
+    and tagged `pipeline=name`. While open, LEAD_PARENT_RUN_ID names it, so that every
     stage_run started meanwhile – in this process or in a child process – nests under it. Itself
     nests under an outer LEAD_PARENT_RUN_ID (a sweep over pipelines). Without a tracking URI: a
     no-op tracker, environment untouched."""
@@ -414,7 +555,7 @@ def pipeline_run(
         yield StageTracker()
         return
     with _fast_fail_http():
-        tracker = _start_run(uri, name, {**_base_tags(), "pipeline": name}, flush_interval_s)
+        tracker = _start_run(uri, run_name or name, {**_base_tags(), "pipeline": name}, flush_interval_s)
         outer_parent = os.environ.get(PARENT_RUN_ENV)
         if tracker.enabled and tracker.run_id:
             os.environ[PARENT_RUN_ENV] = tracker.run_id

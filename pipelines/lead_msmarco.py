@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from kfp import compiler, dsl  # noqa: E402
-from kfp.dsl import Metrics  # noqa: E402
+from kfp.dsl import Metrics, Model  # noqa: E402
 
 import components as c  # noqa: E402
 from components.placement import TaskPlacer  # noqa: E402
@@ -54,6 +54,7 @@ class Results(NamedTuple):
     teacher_distilled: Metrics
     student_warm: Metrics
     student: Metrics
+    student_model: Model  # the distilled student as a sentence-transformers folder (lead export)
 
 
 SYSTEMS = {
@@ -342,6 +343,19 @@ def build_pipeline(
                 ),
             )
             results[system] = task.outputs["metrics"]
+        # The final student for use elsewhere: SentenceTransformer(folder), and with tracking on an
+        # MLflow model registered as "<pipeline>-student" (alias candidate: the newest version).
+        results["student_model"] = place(
+            "export-student",
+            c.export(
+                model=distilled.outputs["model"],
+                teacher=distilled.outputs["teacher_out"],
+                metrics=results["student"],
+                teacher_source=teacher_model,
+                dataset=dataset_identity,
+                registered_model_name=f"{PIPELINE_NAME}-student",
+            ),
+        ).outputs["exported"]
         return Results(**results)
 
     return lead_pipeline, stages
@@ -410,7 +424,7 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     from kfp import local
 
     from lead_core.evaluate import format_table
-    from lead_core.tracking import TRACKING_URI_ENV, local_default_uri, pipeline_run
+    from lead_core.tracking import TRACKING_URI_ENV, describe_run, local_default_uri, pipeline_run, runs_page
 
     values = parameters(args)
     workdir = Path(args.workdir).resolve()
@@ -429,7 +443,11 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     )
     before = {p.name for p in pipeline_root.iterdir()}
     start = time.time()
-    with pipeline_run("lead_msmarco", {"profile": args.profile, **values}) as parent:
+    defaults = profile(args.profile, model_dir=args.model_dir)
+    overrides = {k: v for k, v in values.items() if v != defaults[k]}  # the run's name says what differs
+    with pipeline_run(
+        "lead_msmarco", {"profile": args.profile, **values}, run_name=describe_run(args.profile, overrides)
+    ) as parent:
         task = pipeline(**values)
         wall = time.time() - start
         rows = metric_rows(task.outputs, values["metrics"])
@@ -445,9 +463,13 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
             "cached": sorted(s for s, t in stages.items() if t not in executed),
             "wall_s": round(wall, 1),
             "tracking_uri": os.environ[TRACKING_URI_ENV],
+            "student_model": task.outputs["student_model"].path,
+            "experiment_id": parent.experiment_id,
         }
         table = format_table(rows, title="system")
-        parent.log_metrics({f"{system}/{m}": v for system, ms in rows.items() for m, v in ms.items()})
+        # Named by system key ("student/nDCG@10"): the compare view's columns.
+        keys = {system: key for key, system in SYSTEMS.items()}
+        parent.log_metrics({f"{keys[system]}/{m}": v for system, ms in rows.items() for m, v in ms.items()})
         parent.log_metrics({"wall_s": wall, "stages_executed": len(executed)})
         results = (
             workdir / "results" / f"{run_dir.name if run_dir else time.strftime('%Y-%m-%d-%H-%M-%S')}.md"
@@ -462,6 +484,12 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         f"executed {len(executed)} stages; {len(summary['cached'])} from cache: {summary['cached'] or 'none'}"
     )
     print(table)
+    print(f"distilled student (SentenceTransformer folder): {summary['student_model']}")
+    if summary["experiment_id"] is not None:
+        uri = summary["tracking_uri"]
+        ui = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+        how = "" if uri.startswith("http") else f"`mlflow ui --backend-store-uri {uri}`, then "
+        print(f"compare runs: {how}{runs_page(summary['experiment_id'], ui)}")
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=1, default=str))
     return summary

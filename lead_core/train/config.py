@@ -92,7 +92,12 @@ class Config:
         "background threads preparing (sampling, tokenizing) the next batches", default=1
     )
     log_every: int = _help("optimizer steps between tracked metric logs (losses are averaged)", default=10)
-    log_model: bool = _help("log the final model directory as a tracking artifact (large)", default=False)
+    log_model: bool = _help("log the final model directory to the tracking run's artifacts", default=True)
+    log_checkpoints: bool = _help(
+        "also log each checkpoint (every --checkpoint-every steps) to the tracking run's artifacts "
+        "(checkpoints/step-N: weights and optimizer state, large)",
+        default=False,
+    )
     progress: bool = _help("show a progress bar", default=True)
     step_log: str | None = _help(
         "write each optimizer step's losses and layer weights to this JSONL file (lead report plots it)",
@@ -129,6 +134,8 @@ class Config:
             raise ConfigError("train: --out-teacher needs --teacher")
         if self.resume and self.checkpoint_every == 0 and self.checkpoint_dir is None:
             raise ConfigError("train: --resume needs --checkpoint-dir or --checkpoint-every")
+        if self.log_checkpoints and self.checkpoint_every == 0:
+            raise ConfigError("train: --log-checkpoints needs --checkpoint-every (the interval)")
 
     @property
     def checkpoint_path(self) -> str:
@@ -152,6 +159,7 @@ RUNTIME_FIELDS = frozenset(
         "num_workers",
         "log_every",
         "log_model",
+        "log_checkpoints",
         "progress",
     }
 )

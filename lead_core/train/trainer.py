@@ -29,8 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core import distributed
+from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core.config import ConfigError, to_dict
 from lead_core.losses import (
     contrastive_loss,
@@ -272,6 +272,8 @@ class _History:
 
 
 class Trainer:
+    last_checkpoint: Path | None = None  # the newest checkpoint this process wrote (rank 0)
+
     def __init__(self, config: Config, ctx: distributed.DistContext, callbacks: Sequence[StepCallback] = ()):
         self.config, self.ctx, self.callbacks = config, ctx, list(callbacks)
         self.device = ctx.device
@@ -567,6 +569,7 @@ class Trainer:
                 step_log=self.outputs.step_log.path if self.outputs.step_log is not None else None,
             )
             log.info("checkpoint %s", path)
+            self.last_checkpoint = Path(path)
         self.ctx.barrier()
 
     def maybe_resume(self) -> None:
@@ -680,6 +683,9 @@ class Trainer:
                     self.outputs.step_log(info)  # before the checkpoint, which keeps a copy
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                     self.save_checkpoint()
+                    if config.log_checkpoints and self.last_checkpoint is not None:
+                        checkpoint = self.last_checkpoint
+                        tracker.log_artifacts(checkpoint, f"checkpoints/{checkpoint.name}")
                 for callback in self.callbacks:
                     callback(info)
         finally:

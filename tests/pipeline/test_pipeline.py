@@ -213,6 +213,7 @@ def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_afte
         "student-index",
         "student-search",
         "evaluate-student",
+        "export-student",
         "teacher-distilled-rerank",
         "evaluate-teacher-distilled",
     }
