@@ -175,3 +175,37 @@ def test_bad_log_line_is_named(tmp_path):
     path.write_text('{"step": 1, "loss/total": 1.0}\nnot json\n')
     with pytest.raises(ValueError, match=r"log\.jsonl: line 2: not a JSON object"):
         read_step_log(path)
+
+
+def test_run_commits_table_html_and_plots_together_and_keeps_other_files(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for name, result in (("RD", RD), ("LEAD", LEAD)):
+        result.save(metrics / f"{name}.json")
+    log = tmp_path / "rd" / "train_log.jsonl"
+    _log(log, [(1, {"loss/total": 3.0}), (2, {"loss/total": 2.5})])
+    out, plots = tmp_path / "out", tmp_path / "plots"
+    out.mkdir()
+    (out / "table.md").write_text("stale")
+    (out / "file").write_text("not a folder")
+    plots.mkdir()
+    (plots / "notes.txt").write_text("mine")
+    config = Config(
+        metrics=[str(metrics)],
+        measures=["nDCG@10", "RR@10"],
+        out_markdown=str(out / "table.md"),
+        out_html=str(out / "file" / "table.html"),
+        logs=[str(log)],
+        out_plots=str(plots),
+    )
+    with pytest.raises(ValueError, match=r"file/table\.html: cannot write here"):
+        run(config)
+    assert (out / "table.md").read_text() == "stale" and os.listdir(plots) == ["notes.txt"]
+
+    config.out_html = str(out / "table.html")
+    summary = run(config)
+    assert "stale" not in (out / "table.md").read_text() and (out / "table.html").exists()
+    assert (plots / "notes.txt").read_text() == "mine"  # the plots folder is not replaced wholesale
+    pytest.importorskip("matplotlib")
+    assert sorted(os.listdir(plots)) == ["loss_curves.png", "notes.txt"]
+    assert summary["plots"] == [str(plots / "loss_curves.png")]
