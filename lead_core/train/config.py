@@ -161,6 +161,7 @@ RUNTIME_FIELDS = frozenset(
         "log_model",
         "log_checkpoints",
         "progress",
+        "step_log",  # where the log goes; a resumed run may write it elsewhere
     }
 )
 

@@ -124,3 +124,20 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, toy, tiny_ber
     with open(latest / ckpt.STATE_FILE, "rb") as fh:
         torch.load(fh, weights_only=False)
     assert marker.exists()
+
+
+def test_resume_may_write_the_step_log_elsewhere(tmp_path, toy, tiny_bert):
+    first = _config(toy, tmp_path, tiny_bert, max_steps=3, checkpoint_every=2)
+    with pytest.raises(_Stop):
+        run(first, callbacks=[_stop_at(3)])
+    moved = _config(
+        toy,
+        tmp_path,
+        tiny_bert,
+        max_steps=3,
+        checkpoint_every=2,
+        resume=True,
+        step_log=str(tmp_path / "b.jsonl"),
+    )
+    assert run(moved)["steps_run"] == 1
+    assert [row["step"] for row in read_step_log(tmp_path / "b.jsonl")] == [1, 2, 3]
