@@ -135,8 +135,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsafeCheckpointError(
             f"{file}: refused to load: it holds objects other than tensors and plain Python values, "
-            f"which could run code when loaded ({first}). lead writes no such state; resume only "
-            "from checkpoints of a trusted run, or remove this checkpoint"
+            f"which could run code when loaded ({first}). lead_core writes none (before it stored numpy's "
+            "RNG state as a tensor, its checkpoints held numpy arrays: those cannot be resumed); remove "
+            "this checkpoint and start again, or resume from one you wrote"
         ) from None
 
 
