@@ -1,34 +1,18 @@
-"""The pinned images of the pipeline's components: the tag is the lead_core version.
+"""The images of the pipeline's components: `<registry>/lead-core:<version>-<code hash>[-cuda]`.
 
-A new lead_core version therefore never hits a cache entry made by an older one (the image is part
+The tag carries lead_core's version and a hash of what the image holds (images/reference.py), so
+code changed without a version bump never hits a cache entry made by older code (the image is part
 of every cache key, on a cluster and in kfp.local). `LEAD_IMAGE_REGISTRY` overrides the registry
 when the components are compiled; images/build.py builds and pushes exactly these references.
-
-This module imports nothing but lead_core's version, so images/build.py can load it without kfp.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Literal
+from images.reference import DEFAULT_REGISTRY, IMAGE_NAME, VARIANTS, Variant, image_ref, registry
 
-from lead_core import __version__
-
-DEFAULT_REGISTRY = "ghcr.io/lead-project"
-REGISTRY = os.environ.get("LEAD_IMAGE_REGISTRY") or DEFAULT_REGISTRY
-IMAGE_NAME = "lead-core"
-
-Variant = Literal["cpu", "cuda"]
-VARIANTS: tuple[Variant, ...] = ("cpu", "cuda")
-
-
-def image_ref(variant: Variant, registry: str = REGISTRY) -> str:
-    """`<registry>/lead-core:<version>` (cpu) or `<registry>/lead-core:<version>-cuda`."""
-    if variant not in VARIANTS:
-        raise ValueError(f"image variant must be one of {VARIANTS}, got {variant!r}")
-    suffix = "" if variant == "cpu" else f"-{variant}"
-    return f"{registry.rstrip('/')}/{IMAGE_NAME}:{__version__}{suffix}"
-
-
+REGISTRY = registry()
 BASE_IMAGE_CPU = image_ref("cpu")
 BASE_IMAGE_CUDA = image_ref("cuda")
+
+__all__ = ["BASE_IMAGE_CPU", "BASE_IMAGE_CUDA", "DEFAULT_REGISTRY", "IMAGE_NAME", "REGISTRY", "VARIANTS",
+           "Variant", "image_ref"]  # fmt: skip

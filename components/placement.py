@@ -47,6 +47,7 @@ class TaskPlacer:
     fingerprint: LEAD_CODE_FINGERPRINT on every task, so local cache entries die with code edits.
     force: stage names whose cache is disabled.
     stages: filled with stage (display) name -> compiled task name.
+    images: image reference -> the image to run instead (see below).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class TaskPlacer:
         fingerprint: str = "",
         force: frozenset[str] | set[str] = frozenset(),
         stages: dict[str, str] | None = None,
+        images: dict[str, str] | None = None,
     ):
         self.accelerator_type = accelerator_type
         self.gpu_count = gpu_count
@@ -65,6 +67,9 @@ class TaskPlacer:
         self.force = frozenset(force)
         # stage (display) name -> compiled task name; pass a dict to read it after compilation.
         self.stages: dict[str, str] = {} if stages is None else stages
+        # image reference -> the image the task runs in instead (local runs: the CPU image for GPU
+        # stages on a machine without a GPU); set on the task's own copy of its container spec.
+        self.images: dict[str, str] = dict(images or {})
 
     def identity(self, name: str, source, kind: str):
         """The identity of a `kind` source ("dataset" or "backbone") resolved by a task `name` that
@@ -111,6 +116,8 @@ class TaskPlacer:
         kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
         if self.fingerprint:
             task.set_env_variable("LEAD_CODE_FINGERPRINT", self.fingerprint)
+        if task.container_spec is not None and task.container_spec.image in self.images:
+            task.container_spec.image = self.images[task.container_spec.image]
         if name in self.force or component in UNCACHED_COMPONENTS:
             task.set_caching_options(False)
         self.stages[name] = task.name

@@ -22,7 +22,6 @@ descendants then re-run too, because its outputs get new URIs). Failed tasks are
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -38,8 +37,10 @@ from kfp import compiler, dsl  # noqa: E402
 from kfp.dsl import Metrics, Model  # noqa: E402
 
 import components as c  # noqa: E402
-from components.placement import TaskPlacer  # noqa: E402
+from components.placement import GPU_COMPONENTS, TaskPlacer  # noqa: E402
+from images.reference import code_hash  # noqa: E402
 from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
+from pipelines.local_docker import DockerSetup  # noqa: E402
 
 PIPELINE_NAME = "lead-msmarco"
 D = MSMARCO  # parameter defaults: the msmarco profile
@@ -68,24 +69,20 @@ SYSTEMS = {
 
 
 def code_fingerprint() -> str:
-    """A hash of lead_core's and the components' sources: local cache entries die with code changes.
+    """The images' code hash (images/reference.py: lead_core, components, Dockerfiles, pins), so
+    local cache entries die with code changes as cluster ones do with the image reference.
 
     LEAD_CODE_FINGERPRINT in the environment is used instead when set (e.g. to keep a cache across
     edits that do not change results, or in tests that share a working tree with other editors).
     """
-    if os.environ.get("LEAD_CODE_FINGERPRINT"):
-        return os.environ["LEAD_CODE_FINGERPRINT"]
-    digest = hashlib.sha256()
-    for folder in ("lead_core", "components"):
-        for path in sorted((REPO / folder).rglob("*.py")):
-            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return code_hash()
 
 
 def build_pipeline(
     force: frozenset[str] | set[str] = frozenset(),
     mlflow_tracking_uri: str = "",
     fingerprint: str = "",
+    images: dict[str, str] | None = None,
 ) -> tuple[Any, dict[str, str]]:
     """The pipeline, and its stage names -> compiled task names.
 
@@ -93,6 +90,7 @@ def build_pipeline(
     set as MLFLOW_TRACKING_URI on every task (a pipeline parameter cannot feed an environment
     variable in KFP v2); when empty, tasks read it from the optional ConfigMap `lead-tracking` (deploy/).
     `fingerprint`: set as LEAD_CODE_FINGERPRINT on every task (part of the local cache key).
+    `images`: image reference -> the image its tasks run in instead (local Docker runs without a GPU).
     """
     stages: dict[str, str] = {}
 
@@ -178,7 +176,9 @@ def build_pipeline(
         gpu_count: accelerators per GPU stage.
         """
 
-        place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri, fingerprint, force, stages)
+        place = TaskPlacer(
+            accelerator_type, gpu_count, mlflow_tracking_uri, fingerprint, force, stages, images
+        )
 
         # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
         dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
@@ -428,14 +428,21 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
 
     values = parameters(args)
     workdir = Path(args.workdir).resolve()
-    pipeline_root, cache_root = workdir / "pipeline_root", workdir / "cache"
+    # One cache per runner: a task's key (image, command, inputs) does not say where it ran.
+    pipeline_root = workdir / "pipeline_root"
+    cache_root = workdir / ("cache" if args.runner == "subprocess" else f"cache-{args.runner}")
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    # The subprocesses inherit this environment; none of it enters a cache key.
+    # The subprocesses inherit this environment (containers: see local_docker); none of it enters a cache key.
     os.environ.setdefault(TRACKING_URI_ENV, local_default_uri(workdir))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    pipeline, stages = build_pipeline(force=frozenset(args.force or ()), fingerprint=code_fingerprint())
+    docker = DockerSetup(values, pipeline_root, GPU_COMPONENTS) if args.runner == "docker" else None
+    pipeline, stages = build_pipeline(
+        force=frozenset(args.force or ()),
+        fingerprint=code_fingerprint(),
+        images=docker.images if docker else None,
+    )
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=docker.runner if docker else local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         enable_caching=True,
         cache_root=str(cache_root),
@@ -448,6 +455,8 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     with pipeline_run(
         "lead_msmarco", {"profile": args.profile, **values}, run_name=describe_run(args.profile, overrides)
     ) as parent:
+        if docker:
+            docker.refresh()  # the parent run's id and its store, for the containers
         task = pipeline(**values)
         wall = time.time() - start
         rows = metric_rows(task.outputs, values["metrics"])
@@ -463,8 +472,10 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
             "cached": sorted(s for s, t in stages.items() if t not in executed),
             "wall_s": round(wall, 1),
             "tracking_uri": os.environ[TRACKING_URI_ENV],
+            "parent_run_id": parent.run_id,
             "student_model": task.outputs["student_model"].path,
             "experiment_id": parent.experiment_id,
+            "runner": args.runner,
         }
         table = format_table(rows, title="system")
         # Named by system key ("student/nDCG@10"): the compare view's columns.
@@ -515,6 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", default="local_outputs", help="local: pipeline root, cache and mlflow.db"
     )
     parser.add_argument("--summary-json", help="local: also write metrics and executed stages as JSON")
+    parser.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="local: run each task in a subprocess of this Python, or in the built images "
+        "(python images/build.py --variant cpu)",
+    )
     parser.add_argument("--endpoint", help="submit: KFP API endpoint URL")
     parser.add_argument("--experiment", default="lead", help="submit: KFP experiment name")
     parser.add_argument("--mlflow-uri", default="", help="compile/submit: MLFLOW_TRACKING_URI of every task")
