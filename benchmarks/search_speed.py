@@ -3,7 +3,8 @@
 Backends:
   - faiss:  what `lead search` runs: IndexFlatIP through `search.search_batches`; on a GPU the
             index is held in float16 (GpuIndexFlatIP, useFloat16), on CPU in float32.
-  - torch:  a reference: chunked matmul (fp16 on GPU, fp32 on CPU) + topk per chunk, then a merge.
+  - torch:  the search stage's torch path (lead_core.search.exact): chunked matmul (fp16 with fp32
+            accumulation on GPU, fp32 on CPU) + a running top-k.
 Vectors are random (search time does not depend on their values); the top-10 of the two
 backends are compared on the first queries as a sanity check.
 
@@ -31,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lead_core import search  # noqa: E402
+from lead_core.search.exact import exact_topk  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 PROFILES = {
@@ -72,22 +74,20 @@ def faiss_search(index, queries: np.ndarray, k: int, batch_size: int):
     return np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
 
 
-def torch_search(docs: list[torch.Tensor], queries: torch.Tensor, k: int, query_batch: int):
-    """Exact top-k: per query batch, topk over each doc chunk, then topk over the candidates."""
-    out_scores, out_rows = [], []
-    for qs in range(0, len(queries), query_batch):
-        q = queries[qs : qs + query_batch]
-        cand_scores, cand_rows, offset = [], [], 0
-        for chunk in docs:
-            scores = q @ chunk.T
-            s, r = scores.topk(min(k, len(chunk)), dim=1)
-            cand_scores.append(s.float())
-            cand_rows.append(r + offset)
-            offset += len(chunk)
-        s, pick = torch.cat(cand_scores, 1).topk(k, dim=1)
-        out_scores.append(s)
-        out_rows.append(torch.cat(cand_rows, 1).gather(1, pick))
-    return torch.cat(out_scores), torch.cat(out_rows)
+def random_corpus(num: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[num, dim] random vectors in `dtype` on `device` (random_docs' chunks, filled in place)."""
+    corpus = torch.empty((num, dim), dtype=dtype, device=device)
+    start = 0
+    for chunk in random_docs(num, dim, device):
+        corpus[start : start + len(chunk)] = chunk.to(dtype)
+        start += len(chunk)
+    return corpus
+
+
+def torch_search(docs: torch.Tensor, queries: torch.Tensor, k: int, query_batch: int):
+    """The search stage's torch path (lead_core.search.exact) over query batches."""
+    parts = [exact_topk(docs, queries[s : s + query_batch], k) for s in range(0, len(queries), query_batch)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def sync(device: torch.device) -> None:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
             setting = "IndexFlatIP " + ("fp16 on GPU" if device.type == "cuda" else "fp32 on CPU")
         else:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
-            docs = [c.to(dtype) for c in random_docs(nd, dim, device)]
+            docs = random_corpus(nd, dim, device, dtype)
             q = queries.to(dtype)
 
             def fn(docs=docs, q=q):

@@ -10,6 +10,7 @@ The backend is NCCL on GPUs and gloo on CPU (which is how the tests run two proc
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -171,11 +172,16 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _run_rank(entry: Callable[[Any], R], config: Any, threads: int) -> R:
+def _run_rank(entry: Callable[[Any], R], config: Any, threads: int, log_level: int) -> R:
     """What each launched process runs; `record` writes its exception to the file the launcher reads."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
     torch.set_num_threads(threads)
+    # A spawned process starts without the launcher's logging set-up: log as it does, rank-tagged.
+    rank = os.environ.get("RANK", "?")
+    logging.basicConfig(
+        level=log_level, format=f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s"
+    )
     return record(entry)(config)
 
 
@@ -222,7 +228,7 @@ def launch(entry: Callable[[Any], R], config: Any, nproc: int | None = None) -> 
     # CPU threads per rank: the machine's cores shared out (GPU ranks need few).
     threads = max(1, (os.cpu_count() or 1) // n)
     try:
-        results = elastic_launch(launch_config, _run_rank)(entry, config, threads)
+        results = elastic_launch(launch_config, _run_rank)(entry, config, threads, logging.getLogger().level)
     except ChildFailedError as err:
         # The first rank that raised (it left an error file); ranks the launcher stopped after it
         # only report a signal.

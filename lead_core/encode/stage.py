@@ -207,9 +207,18 @@ def run(config: Config) -> dict[str, Any]:
                     ctx.barrier()
                     meta = finalize(tmp, num_shards, config.dtype, to_dict(config))
                 ctx.barrier()
-                summary = {"rows": meta["num_rows"], "dim": meta["dim"], "shards": len(meta["shards"])}
+                summary = {
+                    "rows": meta["num_rows"],
+                    "dim": meta["dim"],
+                    "shards": len(meta["shards"]),
+                    "processes": world,
+                }
                 tracker.log_metrics(summary)
-                log.info("encoded %d texts into %d-d vectors (%d shards) -> %s", *summary.values(), out)
+                log.info(
+                    "encoded %d texts into %d-d vectors (%d shards, %d process(es)) -> %s",
+                    *summary.values(),
+                    out,
+                )
                 return summary
             tmp = Path(distributed.broadcast_object(None))
             encode_shards(model, config.input, tmp, config, is_query, device, rank, world)

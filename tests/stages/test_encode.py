@@ -96,7 +96,7 @@ def test_encode_stage_writes_shards_in_input_order(tmp_path, de_model, de, corpu
             model=str(de_model), input=str(corpus_file), out=str(tmp_path / "emb"), shard_size=3, batch_size=2
         )
     )
-    assert summary == {"rows": 7, "dim": 32, "shards": 3}
+    assert summary == {"rows": 7, "dim": 32, "shards": 3, "processes": 1}
     assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [
         "meta.json",
         "part-00000.parquet",
@@ -177,7 +177,7 @@ def test_encode_launched_on_two_ranks_equals_one_process(tmp_path, de_model, cor
     meta.json); the embeddings are those of one process, value for value."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     flags = ["--model", str(de_model), "--input", str(corpus_file), "--shard-size", "2", "--dtype", "float32"]
-    command = [sys.executable, "-m", "lead_core.cli", "encode", *flags, "--device", "cpu"]
+    command = [sys.executable, "-m", "lead_core.cli", "-v", "encode", *flags, "--device", "cpu"]
     done = subprocess.run(
         [*command, "--out", str(tmp_path / "emb"), "--nproc", "2"],
         env=env,
@@ -186,6 +186,7 @@ def test_encode_launched_on_two_ranks_equals_one_process(tmp_path, de_model, cor
         timeout=240,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert '"processes": 2' in done.stderr  # rank 0's result, logged by -v: two ranks ran
     assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == ["meta.json"] + [
         f"part-{c:05d}.parquet" for c in range(4)
     ]
