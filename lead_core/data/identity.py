@@ -226,7 +226,8 @@ def _hub_commit(repo_id: str) -> tuple[str, str]:
         return Path(cached).parent.name, "local Hugging Face cache"
     raise RemoteError(
         f"backbone {repo_id!r}: not a local folder, and its hub revision cannot be resolved "
-        f"({hub_error or 'no commit reported'}) nor found in the local Hugging Face cache"
+        f"({hub_error or 'no commit reported'}) nor found in the local Hugging Face cache: give a "
+        "model folder, or run once where the hub can be reached"
     )
 
 
