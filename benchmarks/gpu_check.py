@@ -425,7 +425,8 @@ def check_search(spec: dict, device: torch.device) -> list[dict]:
 # --------------------------------------------------------------------------------------- report
 def markdown(result: dict) -> str:
     lines = [
-        f"GPU check on {result['device']} ({'DRY RUN: tiny models on CPU, not results' if result['dry_run'] else 'full sizes'}); "
+        f"GPU check on {result['device']} ({'DRY RUN: tiny models on CPU, not results' if result['dry_run'] else 'full sizes'}"
+        f"{'' if result['complete'] else ', INCOMPLETE'}); "
         f"torch {result['torch']}, transformers {result['transformers']}; {result['wall_seconds']:.0f} s in all.",
         "",
         "| check | path | value | target | naive (measured earlier) | peak GPU GiB | meets target |",
@@ -460,7 +461,6 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     elif torch.cuda.is_available():
         device = torch.device("cuda", 0)
-        torch.backends.cuda.matmul.allow_tf32 = True
     else:
         raise SystemExit("no CUDA device: the check needs a GPU (or --dry-run for a tiny run on CPU)")
     sizes = DRY if args.dry_run else FULL
@@ -468,6 +468,34 @@ def main(argv: list[str] | None = None) -> dict:
     data = find_data(args.data) if "encode" in sections else None
     rows: list[dict] = []
     failures: list[str] = []
+
+    def write(final: bool) -> dict:
+        """The JSON and Markdown so far: rewritten after every section, so a run stopped at its
+        time limit still leaves the sections it finished."""
+        import transformers
+
+        if args.dry_run:  # tiny models on CPU: the targets do not apply
+            for r in rows:
+                r["meets_target"] = None
+        result = {
+            "dry_run": args.dry_run,
+            "complete": final,
+            "device": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else (platform.processor() or "cpu"),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "data": str(data) if data else None,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "rows": rows,
+            "failures": failures,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = "gpu_check_dryrun" if args.dry_run else "gpu_check"
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{stem}.md").write_text(markdown(result))
+        return result
+
     with tempfile.TemporaryDirectory(prefix="lead-gpu-check-") as tmp:
         for section in sections:
             print(f"[{time.perf_counter() - started:6.1f} s] {section}", flush=True)
@@ -486,31 +514,10 @@ def main(argv: list[str] | None = None) -> dict:
                 print(failures[-1], file=sys.stderr, flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-
-    import transformers
-
-    if args.dry_run:  # tiny models on CPU: the targets do not apply
-        for r in rows:
-            r["meets_target"] = None
-    result = {
-        "dry_run": args.dry_run,
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else (platform.processor() or "cpu"),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "data": str(data) if data else None,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "rows": rows,
-        "failures": failures,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "gpu_check_dryrun" if args.dry_run else "gpu_check"
-    table = markdown(result)
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(table)
-    print(table)
-    print(f"wrote {args.out / stem}.json and .md")
+            write(final=False)
+    result = write(final=True)
+    print(markdown(result))
+    print(f"wrote {args.out}/{'gpu_check_dryrun' if args.dry_run else 'gpu_check'}.json and .md")
     if failures:
         raise SystemExit(f"{len(failures)} section(s) failed: {', '.join(f.split(':')[0] for f in failures)}")
     return result
