@@ -229,6 +229,8 @@ def test_cli(tmp_path, capsys):
     assert cli_main(args) == 0
     table = capsys.readouterr().out
     assert "p-value" in table and "a.parquet" in table and "b.trec" in table
+    assert str(tmp_path) not in table  # rows are labelled by file name when the names differ
+    assert "binary measures at grade" not in table  # the default grade 1 needs no note
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["metrics"]["AP"] == pytest.approx((0.5 + 1 / 3) / 2)
     assert saved["baseline_metrics"]["AP"] == pytest.approx(0.5 / 2)
@@ -241,6 +243,21 @@ def test_cli(tmp_path, capsys):
 
     assert cli_main([*base, "--metrics", "MAP@1000,bogus"]) == 1
     assert "unknown measure 'bogus'" in capsys.readouterr().err
+
+
+def test_cli_labels_runs_of_the_same_file_name_by_path_and_names_the_grade(tmp_path, capsys):
+    for folder in ("dense", "bm25"):
+        (tmp_path / folder).mkdir()
+        write_trec_run(TOY_RUN, tmp_path / folder / "run.trec")
+    (tmp_path / "qrels.txt").write_text(
+        "".join(f"{q} 0 {d} {r}\n" for q, d, r in zip(*TOY_QRELS.to_pydict().values()))
+    )
+    args = ["evaluate", "--run", str(tmp_path / "dense" / "run.trec"), "--qrels", str(tmp_path / "qrels.txt")]
+    args += ["--baseline", str(tmp_path / "bm25" / "run.trec"), "--relevance-level", "2"]
+    assert cli_main(args) == 0
+    table = capsys.readouterr().out
+    assert str(tmp_path / "dense" / "run.trec") in table and str(tmp_path / "bm25" / "run.trec") in table
+    assert "binary measures at grade >= 2" in table
 
 
 def test_format_table():

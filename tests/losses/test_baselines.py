@@ -33,6 +33,21 @@ def test_contrastive_rejects_queries_without_positives():
         contrastive_loss(SCORES, torch.tensor([[True, False, False], [False, False, False]]))
 
 
+def test_response_distillation_refuses_bad_positives():
+    # A query without a positive would add nothing to L_stu, silently.
+    with pytest.raises(ValueError, match=r"at least one positive passage; queries \[1\]"):
+        response_distillation_loss(
+            SCORES, SCORES, torch.tensor([[True, False, False], [False, False, False]])
+        )
+    # Masked for both models (so the masks agree) or NaN: L_stu would be inf or NaN.
+    for bad in (float("-inf"), float("nan")):
+        teacher, student = SCORES.clone(), SCORES.clone()
+        student[0, 0] = bad
+        teacher[0, 0] = bad if bad < 0 else 1.0
+        with pytest.raises(ValueError, match="student_scores_final has a non-finite score"):
+            response_distillation_loss(teacher, student, POSITIVES)
+
+
 def test_response_distillation_by_hand_and_teacher_frozen():
     teacher = torch.tensor([[3.0, 0.0, 1.0], [0.0, 1.0, 2.0]], requires_grad=True)
     student = SCORES.clone().requires_grad_(True)

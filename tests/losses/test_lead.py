@@ -297,3 +297,11 @@ def test_masked_positive_or_mismatched_masks_raise():
         t_masked[..., 0, 1] = float("-inf")  # hidden from query 0 for the teacher only
     with pytest.raises(ValueError, match="masks"):
         lead_loss(t_masked, student, positives, [0, 2], [0, 1])
+    # A NaN on a positive of the student's final layer masks nothing, so only the finiteness check
+    # can catch it (L_stu would silently be NaN).
+    q, p = positives.nonzero()[0].tolist()
+    with torch.no_grad():
+        nan_student = student.clone()
+        nan_student[-1, q, p] = float("nan")
+    with pytest.raises(ValueError, match=r"student_scores \(final layer\) has a non-finite score"):
+        lead_loss(teacher, nan_student, positives, [0, 2], [0, 1])

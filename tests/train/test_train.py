@@ -16,7 +16,7 @@ from lead_core.losses.feature import TokenizerMismatchError
 from lead_core.models import load_model
 from lead_core.train import run
 from lead_core.train.trainer import own_group, positive_mask
-from tests.train.conftest import base_config, same_weights, state_of
+from tests.train.conftest import base_config, same_weights, state_of, without_dropout
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +51,7 @@ def test_phase1_dual_encoder_learns_toy_set(tmp_path, toy, tiny_bert):
     )
     result = run(config, callbacks=[lambda info: losses.append(info.metrics["loss/total"])])
     assert len(losses) == 30 and result["steps"] == 30
+    assert result["loss_last_mean"] == pytest.approx(np.mean(losses[-3:]))  # the last tenth of the steps
     # 16 passages per query: chance level is ln 16 = 2.77
     assert np.mean(losses[:5]) > 2.0
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
@@ -161,7 +162,9 @@ def test_rd_keeps_teacher_unchanged(tmp_path, toy, tiny_bert, cb_teacher):
         method="rd",
         lr=1e-3,
     )
-    result = run(config)
+    seen = []
+    result = run(config, callbacks=[seen.append])
+    assert [i.num_passages for i in seen] == [16, 16]  # P: every passage of the batch (4 queries x 4)
     assert same_weights(state_of(cb_teacher), state_of(tmp_path / "teacher"))
     assert result["final/loss/total"] == pytest.approx(
         result["final/loss/response"] + result["final/loss/student_hard"], rel=1e-5
@@ -194,6 +197,21 @@ def test_fd_same_tokenizer_runs_and_different_tokenizers_fail(
             )
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_fd_aligns_the_final_layers_attention(tmp_path, toy, tiny_bert):
+    """A student identical to its teacher (dropout off) has the teacher's final-layer attention
+    maps: FD's feature term is 0 at the first step (any other teacher layer would differ)."""
+    from lead_core.models import ModelConfig, build_model
+
+    model = tmp_path / "de"
+    backbone = without_dropout(tiny_bert, tmp_path / "bert")
+    build_model(ModelConfig("de", str(backbone), query_max_length=8, passage_max_length=16)).save(model)
+    infos = []
+    config = base_config(toy, tmp_path / "fd", model=str(model), teacher=str(model), method="fd", max_steps=1)
+    run(config, callbacks=[infos.append])
+    assert infos[0].metrics["loss/feature"] == pytest.approx(0.0, abs=1e-7)
+    assert infos[0].metrics["loss/student_hard"] > 0
 
 
 def test_model_folder_without_weights(tmp_path, toy, tiny_bert):
