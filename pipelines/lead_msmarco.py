@@ -19,6 +19,9 @@ pip-installed) with caching on: a task whose component, image, command and input
 URIs included) are unchanged is served from the cache, so changing one stage's parameter re-runs
 that stage and what depends on it. `--force STAGE` disables the cache for one stage (its
 descendants then re-run too, because its outputs get new URIs). Failed tasks are never cached.
+The console shows one line per task (stage, cached or ran, seconds) and the result table; each task's
+full output is in WORKDIR/logs/<time>/<stage>.log (a failed task's path and last lines are printed);
+`--verbose` prints everything kfp.local prints instead.
 """
 
 import argparse
@@ -40,6 +43,7 @@ import components as c  # noqa: E402
 from components.placement import GPU_COMPONENTS, TaskPlacer  # noqa: E402
 from images.reference import code_hash  # noqa: E402
 from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
+from pipelines.local_console import task_console  # noqa: E402
 from pipelines.local_docker import DockerSetup  # noqa: E402
 
 PIPELINE_NAME = "lead-msmarco"
@@ -457,7 +461,9 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     ) as parent:
         if docker:
             docker.refresh()  # the parent run's id and its store, for the containers
-        task = pipeline(**values)
+        names = {task_name: stage for stage, task_name in stages.items()}
+        with task_console(workdir / "logs", names, verbose=args.verbose) as task_logs:
+            task = pipeline(**values)
         wall = time.time() - start
         rows = metric_rows(task.outputs, values["metrics"])
         run_dir = new_run_dir(pipeline_root, before)
@@ -476,6 +482,7 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
             "student_model": task.outputs["student_model"].path,
             "experiment_id": parent.experiment_id,
             "runner": args.runner,
+            "task_logs": None if args.verbose else str(task_logs),
         }
         table = format_table(rows, title="system")
         # Named by system key ("student/nDCG@10"): the compare view's columns.
@@ -532,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         default="subprocess",
         help="local: run each task in a subprocess of this Python, or in the built images "
         "(python images/build.py --variant cpu)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="local: print every task's output (kfp.local's executor input and logs) instead of one "
+        "line per task; without it the output goes to WORKDIR/logs/<time>/<stage>.log",
     )
     parser.add_argument("--endpoint", help="submit: KFP API endpoint URL")
     parser.add_argument("--experiment", default="lead", help="submit: KFP experiment name")

@@ -1,0 +1,195 @@
+"""A quiet console for local (kfp.local) pipeline runs: one line per task on the terminal, each task's
+full output in a log file.
+
+kfp.local writes everything to the process's stdout: its own log records (through a handler it puts on
+the root logger around each task, bound to `sys.stdout` at that moment) and each task's output, which
+it streams with `print`, line by line, from the thread that runs the task (several threads under
+`dsl.ParallelFor`). So for the run `sys.stdout` and `sys.stderr` are swapped for a router that appends
+every line to the log of the task its thread is running (lines outside a task: `pipeline.log`), and a
+filter on the root logger reads the task events (start, cache hit, end) from kfp's records. Both hooks
+are public (`contextlib.redirect_stdout`, `logging.Filter`); only the wording of kfp's messages is
+kfp's: it is matched in `kfp_event` alone, and tests/pipeline/test_local_console.py fails if it changes.
+"""
+
+import contextlib
+import io
+import logging
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+TAIL_LINES = 20  # lines of a failed task's log printed on the console
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# kfp.local's messages (kfp/local/task_dispatcher.py, orchestrator/task_executor.py), colours removed.
+_START = re.compile(r"Executing task '(?P<task>[^']+)'$")
+_END = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>SUCCESS|FAILURE)$")
+_CACHE_HIT = re.compile(r"Task (?P<task>\S+) cache hit \(key=")
+_RULE = re.compile(r"-{20,}$")  # kfp's horizontal line after each task's outputs
+
+
+class KfpEvent(NamedTuple):
+    kind: str  # "start", "end" or "cached"
+    task: str  # the task's name in the pipeline spec ("ingest-2")
+    ok: bool = True  # "end": whether the task succeeded
+
+
+def kfp_event(message: str) -> KfpEvent | None:
+    """The task event one of kfp.local's log messages reports, or None."""
+    text = _ANSI.sub("", message).strip()
+    if m := _START.match(text):
+        return KfpEvent("start", m["task"])
+    if m := _END.match(text):
+        return KfpEvent("end", m["task"], m["status"] == "SUCCESS")
+    if m := _CACHE_HIT.match(text):
+        return KfpEvent("cached", m["task"])
+    return None
+
+
+class _Task:
+    def __init__(self, label: str, log: Path, started: float):
+        self.label, self.log, self.started = label, log, started
+        self.file = log.open("a", encoding="utf-8")
+        self.ended = False
+
+
+class _Router(io.TextIOBase):
+    """Stands in for sys.stdout / sys.stderr: each complete line goes to the log of the task that the
+    writing thread runs, else to pipeline.log; task events print one line each on `console`."""
+
+    def __init__(self, log_dir: Path, console: TextIO, names: Mapping[str, str]):
+        self.log_dir, self.console, self.names = log_dir, console, names
+        self.lock = threading.RLock()
+        self.pipeline_log = (log_dir / "pipeline.log").open("a", encoding="utf-8")
+        self.current: dict[int, _Task] = {}  # thread id -> task
+        self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
+        self.width = max((len(n) for n in names.values()), default=0)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            thread = threading.get_ident()
+            *lines, rest = (self.partial.pop(thread, "") + text).split("\n")
+            for line in lines:
+                self._line(thread, line)
+            if rest:
+                self.partial[thread] = rest
+        return len(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            for task in self.current.values():
+                task.file.flush()
+            self.pipeline_log.flush()
+
+    def _line(self, thread: int, line: str) -> None:
+        task = self.current.get(thread)
+        (task.file if task else self.pipeline_log).write(_ANSI.sub("", line) + "\n")
+        if task and task.ended and _RULE.match(line):
+            self._close(thread)  # the task's outputs are written: later lines are not its
+
+    def _close(self, thread: int) -> None:
+        task = self.current.pop(thread, None)
+        if task:
+            task.file.close()
+
+    def _log_path(self, label: str) -> Path:
+        """`<label>.log`, or `<label>.<n>.log` for a task that runs again (ParallelFor iterations)."""
+        path, n = self.log_dir / f"{label}.log", 1
+        while path.exists():
+            n += 1
+            path = self.log_dir / f"{label}.{n}.log"
+        return path
+
+    def _say(self, label: str, what: str) -> None:
+        print(f"{label:<{self.width}}  {what}", file=self.console, flush=True)
+
+    def event(self, event: KfpEvent, at: float, thread: int) -> None:
+        with self.lock:
+            label = self.names.get(event.task, event.task)
+            if event.kind == "cached":
+                self._close(thread)
+                self.pipeline_log.write(f"{label}: served from the local cache\n")
+                self._say(label, "cached")
+            elif event.kind == "start":
+                self._close(thread)
+                self.current[thread] = _Task(label, self._log_path(label), at)
+            elif (task := self.current.get(thread)) and not task.ended:
+                task.ended = True
+                seconds = f"{at - task.started:7.1f} s"
+                if event.ok:
+                    self._say(label, f"ran     {seconds}")
+                    return
+                task.file.flush()
+                self._say(label, f"FAILED  {seconds}  full log: {task.log}")
+                with task.log.open(encoding="utf-8", errors="replace") as f:
+                    tail = [line.rstrip() for line in deque(f, maxlen=TAIL_LINES + 5)]
+                while tail and not tail[-1]:  # kfp ends a task's stream with blank lines
+                    tail.pop()
+                for line in tail[-TAIL_LINES:]:
+                    print(f"    | {line}", file=self.console)
+                self.console.flush()
+
+    def close_all(self) -> None:
+        with self.lock:
+            for thread, text in list(self.partial.items()):
+                self._line(thread, text)
+            self.partial.clear()
+            for thread in list(self.current):
+                self._close(thread)
+            self.pipeline_log.close()
+
+
+class _EventFilter(logging.Filter):
+    """Reads kfp.local's task events from records logged on the root logger; drops nothing."""
+
+    def __init__(self, router: _Router):
+        super().__init__()
+        self.router = router
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and (event := kfp_event(record.getMessage())):
+            self.router.event(event, record.created, record.thread)
+        return True
+
+
+@contextlib.contextmanager
+def task_console(
+    log_dir: Path, names: Mapping[str, str] | None = None, verbose: bool = False
+) -> Iterator[Path]:
+    """Run a kfp.local pipeline inside this to get one console line per task (its label: `names`
+    maps task names to labels, e.g. stage names; cached or ran, seconds) and its full output in
+    `log_dir/<label>.log`; a failed task's line gives its log's path, followed by its last lines.
+    `verbose`: no change at all (kfp.local prints everything, as without this).
+
+    Yields the folder of the logs: `log_dir/<local time>`, a new one per run.
+    """
+    if verbose:
+        yield Path(log_dir)
+        return
+    run_logs = Path(log_dir) / time.strftime("%Y-%m-%d-%H-%M-%S")
+    while run_logs.exists():  # two runs in one second
+        run_logs = run_logs.with_name(run_logs.name + "-1")
+    run_logs.mkdir(parents=True)
+    console = sys.stdout
+    print(f"task logs: {run_logs}", file=console, flush=True)
+    router = _Router(run_logs, console, names or {})
+    root = logging.getLogger()
+    level, event_filter = root.level, _EventFilter(router)
+    if root.getEffectiveLevel() > logging.INFO:  # kfp logs cache hits at INFO, with no handler of its own
+        root.setLevel(logging.INFO)
+    root.addFilter(event_filter)
+    try:
+        with contextlib.redirect_stdout(router), contextlib.redirect_stderr(router):
+            yield run_logs
+    finally:
+        root.removeFilter(event_filter)
+        root.setLevel(level)
+        router.close_all()

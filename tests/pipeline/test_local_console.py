@@ -1,0 +1,150 @@
+"""The quiet console of local runs (pipelines/local_console.py) on a tiny two-task pipeline through
+kfp.local's SubprocessRunner (and DockerRunner, where an engine and the CPU image are there): one
+line per task, full output in per-task log files, a failed task's log path and last lines, everything
+as before with verbose. It also fails if kfp.local rewords the messages the console reads."""
+
+import os
+import re
+
+import pytest
+from kfp import dsl, local
+from kfp.dsl import Dataset, Input, Output
+
+from pipelines.local_console import kfp_event, task_console
+
+
+def make(text: str, fail: bool, out: Output[Dataset]):
+    for i in range(30):
+        print(f"make line {i}")
+    if fail:
+        raise ValueError("make was told to fail")
+    with open(out.path, "w") as f:
+        f.write(text)
+
+
+def shout(data: Input[Dataset]) -> str:
+    with open(data.path) as f:
+        text = f.read().upper()
+    print(f"shout says {text}")
+    return text
+
+
+def demo_pipeline(base_image: str):
+    make_task = dsl.component(make, base_image=base_image, install_kfp_package=False)
+    shout_task = dsl.component(shout, base_image=base_image, install_kfp_package=False)
+
+    @dsl.pipeline(name="console-demo")
+    def demo(text: str, fail: bool = False) -> str:
+        made = make_task(text=text, fail=fail)
+        return shout_task(data=made.outputs["out"]).output
+
+    return demo
+
+
+NAMES = {"make": "make-stage", "shout": "shout-stage"}
+
+
+def _docker_image() -> str:
+    """The CPU image (LEAD_TEST_IMAGE, else this code's), or a skip (a failure under
+    LEAD_REQUIRE_CONTAINERS=1, as in test_containers.py)."""
+    from images.reference import image_ref
+
+    def missing(reason: str):
+        if os.environ.get("LEAD_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"{reason} (LEAD_REQUIRE_CONTAINERS=1)")
+        pytest.skip(reason)
+
+    docker = pytest.importorskip("docker")
+    ref = os.environ.get("LEAD_TEST_IMAGE") or image_ref("cpu")
+    try:
+        docker.from_env().images.get(ref)
+    except docker.errors.ImageNotFound:
+        missing(f"no image {ref}: python images/build.py --variant cpu")
+    except docker.errors.DockerException as err:
+        missing(f"no container engine reachable: {' '.join(str(err).split())[:200]}")
+    return ref
+
+
+@pytest.fixture(params=["subprocess", "docker"])
+def local_run(request, tmp_path):
+    """(the demo pipeline for this runner, the folder for the task logs), kfp.local initialised."""
+    if request.param == "docker":
+        image = _docker_image()
+        # as this user, so the task folders under tmp_path are writable
+        runner = local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", network_mode="host")
+    else:
+        image, runner = "python:3.11", local.SubprocessRunner(use_venv=False)
+    local.init(
+        runner=runner,
+        pipeline_root=str(tmp_path / "root"),
+        enable_caching=True,
+        cache_root=str(tmp_path / "cache"),
+        raise_on_error=True,
+    )
+    return demo_pipeline(image), tmp_path / "logs"
+
+
+def test_quiet_run_prints_one_line_per_task_and_logs_the_full_output(local_run, capsys):
+    demo, log_dir = local_run
+    with task_console(log_dir, NAMES) as logs:
+        assert demo(text="hello").output == "HELLO"
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == f"task logs: {logs}"
+    assert re.fullmatch(r"make-stage +ran +\d+\.\d s", lines[1])
+    assert re.fullmatch(r"shout-stage +ran +\d+\.\d s", lines[2])
+    assert len(lines) == 3 and err == ""
+    assert "executor_input" not in out and "make line" not in out
+    make_log = (logs / "make-stage.log").read_text()
+    assert "Got executor_input" in make_log and '"parameterValues"' in make_log
+    assert all(f"make line {i}" in make_log for i in range(30))
+    assert "shout says HELLO" in (logs / "shout-stage.log").read_text()
+    assert "shout says" not in make_log  # each task's output in its own log
+    # What kfp logs after the last task is the pipeline's, not that task's.
+    assert "Pipeline 'console-demo' finished with status SUCCESS" in (logs / "pipeline.log").read_text()
+    assert "Pipeline 'console-demo'" not in (logs / "shout-stage.log").read_text()
+
+    with task_console(log_dir, NAMES) as logs:  # the same inputs again: both from the cache
+        demo(text="hello")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[1:]] == [["make-stage", "cached"], ["shout-stage", "cached"]]
+    assert sorted(p.name for p in logs.iterdir()) == ["pipeline.log"]
+
+
+def test_a_failed_task_prints_its_log_path_and_last_lines(local_run, capsys):
+    demo, log_dir = local_run
+    with pytest.raises(RuntimeError), task_console(log_dir, NAMES) as logs:
+        demo(text="hello", fail=True)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    log = logs / "make-stage.log"
+    assert re.fullmatch(rf"make-stage +FAILED +\d+\.\d s  full log: {re.escape(str(log))}", lines[1])
+    tail = lines[2:]
+    assert len(tail) == 20 and all(line.startswith("    | ") for line in tail)
+    assert tail[-1].endswith("ValueError: make was told to fail")
+    assert "make line 29" in out and "make line 0" not in out  # the last lines only
+    assert "make line 0" in log.read_text()  # the whole output is in the log
+    assert "shout" not in out
+
+
+def test_verbose_prints_what_kfp_prints(local_run, capsys):
+    demo, log_dir = local_run
+    with task_console(log_dir, NAMES, verbose=True):
+        demo(text="loud")
+    out = capsys.readouterr().out
+    assert "Got executor_input" in out and "make line 29" in out and "shout says LOUD" in out
+    assert not log_dir.exists()  # no logs written
+
+
+@pytest.mark.parametrize(
+    "message, event",
+    [
+        ("Executing task \x1b[96m'ingest-2'\x1b[0m", ("start", "ingest-2", True)),
+        ("Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m", ("end", "train", True)),
+        ("Task \x1b[96m'train'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m", ("end", "train", False)),
+        ("Task mine cache hit (key=0123456789ab); skipping execution.", ("cached", "mine", True)),
+        ("Task \x1b[96m'train'\x1b[0m outputs:", None),
+    ],
+)
+def test_kfp_messages_are_read_as_task_events(message, event):
+    assert kfp_event(message) == (event and tuple(event))
