@@ -52,8 +52,9 @@ def kfp_event(message: str) -> KfpEvent | None:
 
 
 class _Task:
-    def __init__(self, label: str, log: Path, started: float):
-        self.label, self.log, self.started = label, log, started
+    def __init__(self, log: Path, started: float):
+        self.log, self.started = log, started
+        self.label = log.stem  # what the console calls it: "distill.2" for a second run of "distill"
         self.file = log.open("a", encoding="utf-8")
         self.ended = False
 
@@ -120,15 +121,15 @@ class _Router(io.TextIOBase):
                 self._say(label, "cached")
             elif event.kind == "start":
                 self._close(thread)
-                self.current[thread] = _Task(label, self._log_path(label), at)
+                self.current[thread] = _Task(self._log_path(label), at)
             elif (task := self.current.get(thread)) and not task.ended:
                 task.ended = True
                 seconds = f"{at - task.started:7.1f} s"
                 if event.ok:
-                    self._say(label, f"ran     {seconds}")
+                    self._say(task.label, f"ran     {seconds}")
                     return
                 task.file.flush()
-                self._say(label, f"FAILED  {seconds}  full log: {task.log}")
+                self._say(task.label, f"FAILED  {seconds}  full log: {task.log}")
                 with task.log.open(encoding="utf-8", errors="replace") as f:
                     tail = [line.rstrip() for line in deque(f, maxlen=TAIL_LINES + 5)]
                 while tail and not tail[-1]:  # kfp ends a task's stream with blank lines

@@ -136,6 +136,42 @@ def test_verbose_prints_what_kfp_prints(local_run, capsys):
     assert not log_dir.exists()  # no logs written
 
 
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def echo(item: int) -> int:
+    import time
+
+    for i in range(5):
+        print(f"item {item} line {i}", flush=True)
+        time.sleep(0.1)  # the iterations' output interleaves
+    return item
+
+
+@dsl.pipeline(name="console-loop")
+def loop():
+    with dsl.ParallelFor(items=[1, 2, 3]) as item:
+        echo(item=item)
+
+
+def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
+    """ParallelFor runs its iterations in threads of this process, all named "echo"."""
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    with task_console(tmp_path / "logs") as logs:
+        loop()
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(line.split()[:2] for line in lines) == [
+        ["echo", "ran"],
+        ["echo.2", "ran"],
+        ["echo.3", "ran"],
+    ]
+    items = []
+    for name in ("echo", "echo.2", "echo.3"):
+        log = (logs / f"{name}.log").read_text()
+        found = set(re.findall(r"item (\d) line \d", log))
+        assert len(found) == 1 and len(re.findall(r"item \d line \d", log)) == 5, (name, log)
+        items += found
+    assert sorted(items) == ["1", "2", "3"]
+
+
 @pytest.mark.parametrize(
     "message, event",
     [
