@@ -114,3 +114,36 @@ def test_search_stage_torch_backend_writes_faiss_backend_run(tmp_path, de_model,
     np.testing.assert_allclose(
         runs["torch"].column("score").to_numpy(), runs["faiss"].column("score").to_numpy(), atol=1e-6
     )
+
+
+@pytest.mark.slow
+def test_search_launched_on_two_ranks_writes_the_one_process_run(
+    tmp_path, de_model, corpus_file, queries_file
+):
+    """Two gloo ranks each search a share of the queries (2 and 1 of 3); rank 0 gathers and writes
+    the run one process writes (queries encoded in other batches: scores agree to 1e-4)."""
+    from lead_core.distributed import launch
+
+    encode.run(
+        encode.Config(model=str(de_model), input=str(corpus_file), out=str(tmp_path / "emb"), dtype="float32")
+    )
+    index.run(index.Config(embeddings=str(tmp_path / "emb"), out=str(tmp_path / "index")))
+    tables, summaries = [], []
+    for nproc in (1, 2):
+        config = search.Config(
+            index=str(tmp_path / "index"),
+            model=str(de_model),
+            queries=str(queries_file),
+            out_run=str(tmp_path / f"run{nproc}.parquet"),
+            k=5,
+            device="cpu",
+            backend="torch",
+        )
+        summaries.append(launch(search.run, config, nproc=nproc))
+        tables.append(read_table(tmp_path / f"run{nproc}.parquet", RUN))
+    assert summaries[0] == summaries[1] == {"queries": 3, "rows": 15, "k": 5}
+    for column in ("query_id", "doc_id", "rank"):
+        assert tables[1].column(column).to_pylist() == tables[0].column(column).to_pylist()
+    np.testing.assert_allclose(
+        tables[1].column("score").to_numpy(), tables[0].column("score").to_numpy(), atol=1e-4
+    )
