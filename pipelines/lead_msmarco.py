@@ -40,6 +40,7 @@ from kfp import compiler, dsl  # noqa: E402
 from kfp.dsl import Metrics, Model  # noqa: E402
 
 import components as c  # noqa: E402
+from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA  # noqa: E402
 from components.placement import GPU_COMPONENTS, TaskPlacer  # noqa: E402
 from images.reference import code_hash  # noqa: E402
 from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
@@ -482,6 +483,10 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
             "student_model": task.outputs["student_model"].path,
             "experiment_id": parent.experiment_id,
             "runner": args.runner,
+            # the images the CPU and the GPU stages ran in (the latter: the CPU image without a GPU)
+            "images": {"cpu": BASE_IMAGE_CPU, "gpu": docker.images.get(BASE_IMAGE_CUDA, BASE_IMAGE_CUDA)}
+            if docker
+            else None,
             "task_logs": None if args.verbose else str(task_logs),
         }
         table = format_table(rows, title="system")

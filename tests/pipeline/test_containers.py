@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import tarfile
 from pathlib import Path
@@ -51,11 +52,18 @@ def client():
 def cpu_image(client):
     import docker
 
-    ref = os.environ.get("LEAD_TEST_IMAGE") or image_ref("cpu")
+    ref = os.environ.get("LEAD_TEST_IMAGE") or _run_images().get("cpu") or image_ref("cpu")
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
         _missing(f"no image {ref}: python images/build.py --variant cpu --bootstrap-base")
+
+
+def _run_images() -> dict[str, str]:
+    """The images the container run of LEAD_CONTAINER_SUMMARY used (others may edit the tree
+    after it, which changes the current code hash but not what was built and run)."""
+    path = os.environ.get("LEAD_CONTAINER_SUMMARY")
+    return (json.loads(Path(path).read_text()).get("images") or {}) if path and Path(path).exists() else {}
 
 
 def _layer_entries(client, image):
@@ -168,6 +176,9 @@ def test_a_container_run_tracks_every_stage_as_a_subprocess_run_does():
     if not containers:
         _missing("LEAD_CONTAINER_SUMMARY names no pipeline run in containers (.ci/run sets it)")
     summary = json.loads(Path(containers).read_text())
+    assert summary["runner"] == "docker"
+    if not shutil.which("nvidia-smi"):  # no GPU: the GPU stages ran in the CPU image
+        assert summary["images"]["gpu"] == summary["images"]["cpu"], summary["images"]
     runs = _stage_runs(summary)
     assert set(runs) <= set(summary["executed"]), "one MLflow run per executed stage, named after it"
     untracked = set(summary["executed"]) - set(runs)
