@@ -1,7 +1,7 @@
 """Mutation run: small deliberate bugs in lead_core, and whether the tests notice them.
 
 Each mutant is one small change to one source file of a scratch copy of the working tree, or of
-`--tree DIR` (lead_core, components, pipelines, tests, pyproject.toml; the tree itself is never
+`--tree DIR` (lead_core, components, pipelines, images, tests, pyproject.toml; the tree itself is never
 touched).
 For each mutant the test files that cover its module run (`pytest -x -m "not slow"`, with a time
 limit); a failing run kills the mutant, a passing one lets it survive. Each set of test files is
@@ -41,7 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "mutation.json"
-COPIED = ("lead_core", "components", "pipelines", "tests", "pyproject.toml")
+COPIED = ("lead_core", "components", "pipelines", "images", "tests", "pyproject.toml")
 
 # Which test files cover which source files (prefix match on the path); fast files only.
 TESTS: list[tuple[str, list[str]]] = [

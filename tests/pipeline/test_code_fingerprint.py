@@ -3,12 +3,18 @@ invalidate the local cache), and it changes with the sources."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import kfp.local
 import pytest
 import yaml
 from kfp import compiler
 
-from tests.pipeline.test_pipeline import lead_msmarco
+from tests.pipeline.test_pipeline import REPO, lead_msmarco
 
 
 def _task_environments(tmp_path, pipeline) -> dict[str, dict[str, str]]:
@@ -34,25 +40,9 @@ def test_every_task_gets_the_fingerprint(tmp_path):
     assert not missing, f"tasks without the fingerprint: {missing}"
 
 
-def _fake_sources(root):
-    """A tree with one lead_core and one components source (code_fingerprint reads only those)."""
-    (root / "lead_core" / "train").mkdir(parents=True)
-    (root / "components").mkdir()
-    (root / "lead_core" / "train" / "trainer.py").write_text("TAU_L = 10.0\n")
-    (root / "components" / "train.py").write_text("NAME = 'train'\n")
-    return root / "lead_core" / "train" / "trainer.py"
-
-
 def test_a_local_run_builds_the_pipeline_with_the_code_fingerprint(tmp_path, monkeypatch):
     from lead_core.tracking import TRACKING_URI_ENV
 
-    monkeypatch.delenv("LEAD_CODE_FINGERPRINT", raising=False)
-    # Fixed sources (the checkout may be edited while the test runs); run_local's environment
-    # changes are undone after the test.
-    monkeypatch.setattr(lead_msmarco, "REPO", tmp_path / "repo")
-    _fake_sources(tmp_path / "repo")
-    monkeypatch.setenv("PYTHONPATH", "")
-    monkeypatch.setenv(TRACKING_URI_ENV, "")
     built = []
     real_build = lead_msmarco.build_pipeline
 
@@ -66,23 +56,43 @@ def test_a_local_run_builds_the_pipeline_with_the_code_fingerprint(tmp_path, mon
     def init(**kwargs):
         raise Stop  # the pipeline is built; no task needs to run
 
+    # A fixed fingerprint (the checkout may be edited while the test runs); run_local's
+    # environment changes are undone after the test.
+    monkeypatch.setattr(lead_msmarco, "code_fingerprint", lambda: "c0dec0de")
     monkeypatch.setattr(lead_msmarco, "build_pipeline", build_pipeline)
     monkeypatch.setattr(kfp.local, "init", init)
+    monkeypatch.setenv("PYTHONPATH", "")
+    monkeypatch.setenv(TRACKING_URI_ENV, "")
     with pytest.raises(Stop):
         lead_msmarco.main(["--local", "--profile", "smoke", "--workdir", str(tmp_path / "work")])
-    assert built[-1]["fingerprint"] == lead_msmarco.code_fingerprint() != ""
+    assert built[-1]["fingerprint"] == "c0dec0de"
 
 
-def test_the_fingerprint_follows_the_sources(tmp_path, monkeypatch):
-    monkeypatch.delenv("LEAD_CODE_FINGERPRINT", raising=False)
-    monkeypatch.setattr(lead_msmarco, "REPO", tmp_path)
-    source = _fake_sources(tmp_path)
-    first = lead_msmarco.code_fingerprint()
-    assert lead_msmarco.code_fingerprint() == first  # a pure function of the sources
-    source.write_text("TAU_L = 1.0\n")
-    assert lead_msmarco.code_fingerprint() != first
-    (tmp_path / "notes.py").write_text("x = 1\n")  # outside lead_core/ and components/: ignored
-    source.write_text("TAU_L = 10.0\n")
-    assert lead_msmarco.code_fingerprint() == first
-    monkeypatch.setenv("LEAD_CODE_FINGERPRINT", "pinned")  # the documented override
-    assert lead_msmarco.code_fingerprint() == "pinned"
+# In a copy of the sources: a lead_core edit changes the fingerprint, undoing it restores it.
+_EDIT_AND_HASH = """
+import json, sys
+from pathlib import Path
+from pipelines.lead_msmarco import code_fingerprint
+source = Path("lead_core/train/trainer.py")
+original = source.read_text()
+first = code_fingerprint()
+again = code_fingerprint()
+source.write_text(original.replace("tau_l=config.tau_l", "tau_l=10.0"))
+edited = code_fingerprint()
+source.write_text(original)
+print(json.dumps([first, again, edited, code_fingerprint()]))
+"""
+
+
+def test_the_fingerprint_follows_the_sources(tmp_path):
+    copy = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("lead_core", "components", "pipelines", "images"):
+        shutil.copytree(REPO / name, copy / name, ignore=ignore)
+    shutil.copy2(REPO / "pyproject.toml", copy / "pyproject.toml")
+    env = {k: v for k, v in os.environ.items() if k != "LEAD_CODE_FINGERPRINT"}
+    done = subprocess.run(
+        [sys.executable, "-c", _EDIT_AND_HASH], cwd=copy, env=env, capture_output=True, text=True, check=True
+    )
+    first, again, edited, restored = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first == again == restored and edited != first
