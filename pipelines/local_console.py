@@ -55,7 +55,7 @@ class _Task:
     def __init__(self, log: Path, started: float):
         self.log, self.started = log, started
         self.label = log.stem  # what the console calls it: "distill.2" for a second run of "distill"
-        self.file = log.open("a", encoding="utf-8")
+        self.file = log.open("a", encoding="utf-8", buffering=1)  # by line: `tail -f` follows a running task
         self.ended = False
 
 
@@ -66,7 +66,7 @@ class _Router(io.TextIOBase):
     def __init__(self, log_dir: Path, console: TextIO, names: Mapping[str, str]):
         self.log_dir, self.console, self.names = log_dir, console, names
         self.lock = threading.RLock()
-        self.pipeline_log = (log_dir / "pipeline.log").open("a", encoding="utf-8")
+        self.pipeline_log = (log_dir / "pipeline.log").open("a", encoding="utf-8", buffering=1)
         self.current: dict[int, _Task] = {}  # thread id -> task
         self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
         self.width = max((len(n) for n in names.values()), default=0)
