@@ -44,7 +44,7 @@ from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA  # noqa: E402
 from components.placement import GPU_COMPONENTS, TaskPlacer  # noqa: E402
 from images.reference import code_hash  # noqa: E402
 from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
-from pipelines.local_console import task_console  # noqa: E402
+from pipelines.local_console import TaskFailed, task_console  # noqa: E402
 from pipelines.local_docker import DockerSetup  # noqa: E402
 
 PIPELINE_NAME = "lead-msmarco"
@@ -564,7 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(stages))
         return 0
     if args.local:
-        run_local(args)
+        try:
+            run_local(args)
+        except TaskFailed as err:  # the console shows the task's last lines: kfp's traceback adds nothing
+            raise SystemExit(f"lead-msmarco: {err}") from None
         return 0
     values = parameters(args)
     pipeline, _ = build_pipeline(force=frozenset(args.force or ()), mlflow_tracking_uri=args.mlflow_uri)

@@ -33,6 +33,10 @@ _CACHE_HIT = re.compile(r"Task (?P<task>\S+) cache hit \(key=")
 _RULE = re.compile(r"-{20,}$")  # kfp's horizontal line after each task's outputs
 
 
+class TaskFailed(RuntimeError):
+    """A task of a quiet run failed; the console has shown its log's path and last lines."""
+
+
 class KfpEvent(NamedTuple):
     kind: str  # "start", "end" or "cached"
     task: str  # the task's name in the pipeline spec ("ingest-2")
@@ -70,6 +74,7 @@ class _Router(io.TextIOBase):
         self.current: dict[int, _Task] = {}  # thread id -> task
         self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
         self.width = max((len(n) for n in names.values()), default=0)
+        self.failed: list[_Task] = []
 
     def writable(self) -> bool:
         return True
@@ -128,7 +133,7 @@ class _Router(io.TextIOBase):
                 if event.ok:
                     self._say(task.label, f"ran     {seconds}")
                     return
-                task.file.flush()
+                self.failed.append(task)
                 self._say(task.label, f"FAILED  {seconds}  full log: {task.log}")
                 with task.log.open(encoding="utf-8", errors="replace") as f:
                     tail = [line.rstrip() for line in deque(f, maxlen=TAIL_LINES + 5)]
@@ -170,7 +175,8 @@ def task_console(
     `log_dir/<label>.log`; a failed task's line gives its log's path, followed by its last lines.
     `verbose`: no change at all (kfp.local prints everything, as without this).
 
-    Yields the folder of the logs: `log_dir/<local time>`, a new one per run.
+    Yields the folder of the logs: `log_dir/<local time>`, a new one per run. kfp.local's error
+    for a failed task becomes a `TaskFailed` (a RuntimeError) that names the task and its log.
     """
     if verbose:
         yield Path(log_dir)
@@ -190,6 +196,11 @@ def task_console(
     try:
         with contextlib.redirect_stdout(router), contextlib.redirect_stderr(router):
             yield run_logs
+    except RuntimeError as err:
+        if not router.failed:
+            raise
+        task = router.failed[0]
+        raise TaskFailed(f"task {task.label} failed; its log: {task.log}") from err
     finally:
         root.removeFilter(event_filter)
         root.setLevel(level)

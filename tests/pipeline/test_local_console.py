@@ -5,12 +5,17 @@ as before with verbose. It also fails if kfp.local rewords the messages the cons
 
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from kfp import dsl, local
 from kfp.dsl import Dataset, Input, Output
 
-from pipelines.local_console import kfp_event, task_console
+from pipelines.local_console import TaskFailed, kfp_event, task_console
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make(text: str, fail: bool, out: Output[Dataset]):
@@ -113,11 +118,12 @@ def test_quiet_run_prints_one_line_per_task_and_logs_the_full_output(local_run, 
 
 def test_a_failed_task_prints_its_log_path_and_last_lines(local_run, capsys):
     demo, log_dir = local_run
-    with pytest.raises(RuntimeError), task_console(log_dir, NAMES) as logs:
+    with pytest.raises(TaskFailed) as failed, task_console(log_dir, NAMES) as logs:
         demo(text="hello", fail=True)
     out = capsys.readouterr().out
     lines = out.splitlines()
     log = logs / "make-stage.log"
+    assert str(failed.value) == f"task make-stage failed; its log: {log}"
     assert re.fullmatch(rf"make-stage +FAILED +\d+\.\d s  full log: {re.escape(str(log))}", lines[1])
     tail = lines[2:]
     assert len(tail) == 20 and all(line.startswith("    | ") for line in tail)
@@ -125,6 +131,29 @@ def test_a_failed_task_prints_its_log_path_and_last_lines(local_run, capsys):
     assert "make line 29" in out and "make line 0" not in out  # the last lines only
     assert "make line 0" in log.read_text()  # the whole output is in the log
     assert "shout" not in out
+
+
+def test_the_cli_names_the_failed_stage_its_log_and_last_lines_without_a_traceback(tmp_path):
+    """lead_msmarco.py --local on a folder that is no dataset: ingest fails after the identity step."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("not a dataset")
+    cmd = [sys.executable, "pipelines/lead_msmarco.py", "--local", "--profile", "smoke"]
+    cmd += ["--dataset", str(tmp_path / "data"), "--workdir", str(tmp_path / "work")]
+    env = {
+        **os.environ,
+        "LEAD_CODE_FINGERPRINT": "test-local-console",
+        "MLFLOW_TRACKING_URI": "",
+    }  # tracking off
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = re.search(r"^(ingest-\w+) +FAILED +\d+\.\d s  full log: (\S+)$", done.stdout, re.M)
+    assert failed, done.stdout
+    stage, log = failed[1], Path(failed[2])
+    assert log.parent.parent == tmp_path / "work" / "logs" and log.name == f"{stage}.log"
+    assert "Got executor_input" in log.read_text() and "Got executor_input" not in done.stdout
+    assert done.stdout.rstrip().endswith("(is this a BEIR dataset folder?)")  # the last of its lines
+    assert done.stderr.splitlines()[-1] == f"lead-msmarco: task {stage} failed; its log: {log}"
+    assert "Traceback" not in done.stderr
 
 
 def test_verbose_prints_what_kfp_prints(local_run, capsys):
