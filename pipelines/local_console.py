@@ -115,7 +115,10 @@ class _Router(io.TextIOBase):
         return path
 
     def _say(self, label: str, what: str) -> None:
-        print(f"{label:<{self.width}}  {what}", file=self.console, flush=True)
+        # write, not print: while a task streams (in parallel: another task), kfp's print first
+        # prints an indent to sys.stdout, i.e. into the router
+        self.console.write(f"{label:<{self.width}}  {what}\n")
+        self.console.flush()
 
     def event(self, event: KfpEvent, at: float, thread: int) -> None:
         with self.lock:
@@ -140,7 +143,7 @@ class _Router(io.TextIOBase):
                 while tail and not tail[-1]:  # kfp ends a task's stream with blank lines
                     tail.pop()
                 for line in tail[-TAIL_LINES:]:
-                    print(f"    | {line}", file=self.console)
+                    self.console.write(f"    | {line}\n")
                 self.console.flush()
 
     def close_all(self) -> None:

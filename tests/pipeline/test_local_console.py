@@ -133,19 +133,21 @@ def test_a_failed_task_prints_its_log_path_and_last_lines(local_run, capsys):
     assert "shout" not in out
 
 
-def test_the_cli_names_the_failed_stage_its_log_and_last_lines_without_a_traceback(tmp_path):
+def _cli_on_a_folder_that_is_no_dataset(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     """lead_msmarco.py --local on a folder that is no dataset: ingest fails after the identity step."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("not a dataset")
-    cmd = [sys.executable, "pipelines/lead_msmarco.py", "--local", "--profile", "smoke"]
+    cmd = [sys.executable, "pipelines/lead_msmarco.py", "--local", "--profile", "smoke", *extra]
     cmd += ["--dataset", str(tmp_path / "data"), "--workdir", str(tmp_path / "work")]
-    env = {
-        **os.environ,
-        "LEAD_CODE_FINGERPRINT": "test-local-console",
-        "MLFLOW_TRACKING_URI": "",
-    }  # tracking off
+    tracking_off = {"MLFLOW_TRACKING_URI": ""}
+    env = {**os.environ, "LEAD_CODE_FINGERPRINT": "test-local-console", **tracking_off}
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
+    return done
+
+
+def test_the_cli_names_the_failed_stage_its_log_and_last_lines_without_a_traceback(tmp_path):
+    done = _cli_on_a_folder_that_is_no_dataset(tmp_path)
     failed = re.search(r"^(ingest-\w+) +FAILED +\d+\.\d s  full log: (\S+)$", done.stdout, re.M)
     assert failed, done.stdout
     stage, log = failed[1], Path(failed[2])
@@ -154,6 +156,14 @@ def test_the_cli_names_the_failed_stage_its_log_and_last_lines_without_a_traceba
     assert done.stdout.rstrip().endswith("(is this a BEIR dataset folder?)")  # the last of its lines
     assert done.stderr.splitlines()[-1] == f"lead-msmarco: task {stage} failed; its log: {log}"
     assert "Traceback" not in done.stderr
+
+
+def test_the_cli_with_verbose_prints_what_kfp_prints_and_its_error(tmp_path):
+    done = _cli_on_a_folder_that_is_no_dataset(tmp_path, "--verbose")
+    assert "Got executor_input" in done.stdout and "Executing task" in done.stdout
+    assert "(is this a BEIR dataset folder?)" in done.stdout
+    assert "task logs:" not in done.stdout and not (tmp_path / "work" / "logs").exists()
+    assert "RuntimeError: Pipeline" in done.stderr  # kfp.local's error, as without the console
 
 
 def test_verbose_prints_what_kfp_prints(local_run, capsys):
@@ -192,6 +202,8 @@ def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
         ["echo.2", "ran"],
         ["echo.3", "ran"],
     ]
+    # one plain line each, whichever iteration was streaming meanwhile
+    assert all(re.fullmatch(r"echo(\.\d)? +ran +\d+\.\d s", line) for line in lines), lines
     items = []
     for name in ("echo", "echo.2", "echo.3"):
         log = (logs / f"{name}.log").read_text()
