@@ -487,7 +487,7 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
             "images": {"cpu": BASE_IMAGE_CPU, "gpu": docker.images.get(BASE_IMAGE_CUDA, BASE_IMAGE_CUDA)}
             if docker
             else None,
-            "task_logs": None if args.verbose else str(task_logs),
+            "task_logs": str(task_logs) if task_logs else None,
         }
         table = format_table(rows, title="system")
         # Named by system key ("student/nDCG@10"): the compare view's columns.

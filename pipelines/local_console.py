@@ -172,17 +172,18 @@ class _EventFilter(logging.Filter):
 @contextlib.contextmanager
 def task_console(
     log_dir: Path, names: Mapping[str, str] | None = None, verbose: bool = False
-) -> Iterator[Path]:
+) -> Iterator[Path | None]:
     """Run a kfp.local pipeline inside this to get one console line per task (its label: `names`
     maps task names to labels, e.g. stage names; cached or ran, seconds) and its full output in
     `log_dir/<label>.log`; a failed task's line gives its log's path, followed by its last lines.
     `verbose`: no change at all (kfp.local prints everything, as without this).
 
-    Yields the folder of the logs: `log_dir/<local time>`, a new one per run. kfp.local's error
+    Yields the folder of the logs: `log_dir/<local time>`, a new one per run (verbose: None, no
+    logs are written). kfp.local's error
     for a failed task becomes a `TaskFailed` (a RuntimeError) that names the task and its log.
     """
     if verbose:
-        yield Path(log_dir)
+        yield None
         return
     run_logs = Path(log_dir) / time.strftime("%Y-%m-%d-%H-%M-%S")
     while run_logs.exists():  # two runs in one second
