@@ -7,8 +7,9 @@ it streams with `print`, line by line, from the thread that runs the task (sever
 `dsl.ParallelFor`). So for the run `sys.stdout` and `sys.stderr` are swapped for a router that appends
 every line to the log of the task its thread is running (lines outside a task: `pipeline.log`), and a
 filter on the root logger reads the task events (start, cache hit, end) from kfp's records. Both hooks
-are public (`contextlib.redirect_stdout`, `logging.Filter`); only the wording of kfp's messages is
-kfp's: it is matched in `kfp_event` alone, and tests/pipeline/test_local_console.py fails if it changes.
+are public (`contextlib.redirect_stdout`, `logging.Filter`; nothing of kfp's is patched); only the
+wording of kfp's messages is kfp's: it is matched here alone (`kfp_event`, `_RULE`), and
+tests/pipeline/test_local_console.py fails if it changes.
 """
 
 import contextlib
