@@ -114,6 +114,14 @@ def test_torch_pins_agree_between_dockerfiles_and_constraints():
     assert _arg_default(_dockerfile("mlflow"), "MLFLOW_VERSION") == _constraints()["mlflow"]
 
 
+def test_the_mlflow_image_can_run_deploys_basic_auth_app():
+    """deploy/ runs `mlflow server --app-name basic-auth`, which stops at start without mlflow[auth]'s
+    Flask-WTF: the image installs that extra, and its packages are pinned."""
+    assert '"mlflow[auth]==${MLFLOW_VERSION}"' in _dockerfile("mlflow")
+    assert "--app-name=basic-auth" in (REPO / "deploy" / "base" / "mlflow.yaml").read_text()
+    assert {"flask-wtf", "wtforms"} <= set(_constraints())
+
+
 def test_constraints_pin_every_direct_requirement_of_the_images():
     pins = _constraints()
     direct = list(PROJECT["dependencies"])
