@@ -123,9 +123,9 @@ def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_pa
 
     import components as c
     from components.placement import TaskPlacer
-    from tests.pipeline.test_pipeline import _scifact_subset
+    from tests.pipeline.smoke import scifact_subset
 
-    dataset = _scifact_subset(scifact_dir, tmp_path / "scifact-subset", train_queries=5, test_queries=30)
+    dataset = scifact_subset(scifact_dir, tmp_path / "scifact-subset", train_queries=5, test_queries=30)
     stages: dict[str, str] = {}
 
     @dsl.pipeline(name="data-follows")

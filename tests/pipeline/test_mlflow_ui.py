@@ -1,6 +1,7 @@
 """The MLflow UI as a user sees it, in a real browser: a real `mlflow server`, two smoke pipeline runs
 that differ in one parameter, and headless Chromium on the experiment page, the compare view of the
-two parent runs and the registered student's page. Screenshots go to <workdir>/screenshots.
+two parent runs and the registered student's page (the smoke runs are the session's, shared with the
+pipeline test: tests/pipeline/conftest.py). Screenshots go to <workdir>/screenshots.
 
 Needs Debian's `chromium` and `chromium-driver`; installed here with apt-get when missing (as root,
 which CI is), else the test is skipped with the command to run.
@@ -12,15 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
-
-from tests.pipeline.test_pipeline import REPO, SCRIPT, _scifact_subset
-from tests.test_tracking import MlflowServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.mlflow]
 
@@ -59,19 +56,6 @@ def browser():
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
-
-
-def _pipeline(workdir: Path, dataset: Path, uri: str, *extra: str) -> dict:
-    """One local smoke run tracked on `uri`; its summary (parent run id, metrics, exported student)."""
-    summary = workdir / f"summary-{len(list(workdir.glob('summary-*')))}.json"
-    cmd = [sys.executable, str(SCRIPT), "--local", "--profile", "smoke", "--dataset", str(dataset)]
-    cmd += ["--workdir", str(workdir), "--summary-json", str(summary), *extra]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "LEAD_CODE_FINGERPRINT": "test-mlflow-ui"}
-    env.pop("LEAD_PARENT_RUN_ID", None)
-    # A generous limit: one smoke run took 15 min on the 2-core machine shared with other jobs.
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    return json.loads(summary.read_text())
 
 
 def _page_text(
@@ -130,66 +114,58 @@ def _metric_table(text: str, runs: int) -> dict[str, list[str]]:
     return {name: values[i * runs : (i + 1) * runs] for i, name in enumerate(names)}
 
 
-def test_compare_two_pipeline_runs_and_the_registered_student_in_a_browser(tmp_path, scifact_dir, browser):
+def test_compare_two_pipeline_runs_and_the_registered_student_in_a_browser(tmp_path, smoke_runs, browser):
+    """The session's two smoke runs (tests/pipeline/conftest.py: tau_l 10, then 5) on its mlflow server."""
     from mlflow.tracking import MlflowClient
 
-    server = MlflowServer(tmp_path / "mlflow")
-    try:
-        dataset = _scifact_subset(scifact_dir, tmp_path / "scifact-subset")
-        workdir = tmp_path / "work"
-        first = _pipeline(workdir, dataset, server.uri)
-        second = _pipeline(workdir, dataset, server.uri, "--set", "tau_l=5")
-        client = MlflowClient(server.uri)
-        runs = [client.get_run(s["parent_run_id"]) for s in (first, second)]
-        names = [run.info.run_name for run in runs]
-        assert names == ["smoke dataset_uri=scifact-subset", "smoke dataset_uri=scifact-subset tau_l=5.0"]
-        experiment = client.get_experiment(runs[0].info.experiment_id)
-        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-        shots = workdir / "screenshots"
-        shots.mkdir()
+    server, first, second = smoke_runs.server, smoke_runs.first, smoke_runs.second
+    client = MlflowClient(server.uri)
+    runs = [client.get_run(s["parent_run_id"]) for s in (first, second)]
+    names = [run.info.run_name for run in runs]
+    assert names == ["smoke dataset_uri=scifact-subset", "smoke dataset_uri=scifact-subset tau_l=5.0"]
+    experiment = client.get_experiment(runs[0].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    shots = smoke_runs.workdir / "screenshots"
+    shots.mkdir()
 
-        # The runs table of the experiment (MLflow 3.17 opens an experiment in the view of the UI's
-        # GenAI / Model training switch; the pipeline prints this link), both parents listed.
-        runs_page = (
-            f"{server.uri}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
-        )
-        assert first["experiment_id"] == experiment.experiment_id
-        _page_text(browser, runs_page, names, shots / "experiment.png")
+    # The runs table of the experiment (MLflow 3.17 opens an experiment in the view of the UI's
+    # GenAI / Model training switch; the pipeline prints this link), both parents listed.
+    runs_page = f"{server.uri}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    assert first["experiment_id"] == experiment.experiment_id
+    _page_text(browser, runs_page, names, shots / "experiment.png")
 
-        # The compare view of the two parent runs: the changed parameter and the student's nDCG@10.
-        ids = [run.info.run_id for run in runs]
-        query = urllib.parse.urlencode(
-            {
-                "runs": json.dumps(ids),
-                "experiments": json.dumps([experiment.experiment_id]),
-                "workflowType": "machine_learning",
-            }
-        )
-        ndcg = [run.data.metrics["student/nDCG_10"] for run in runs]
-        assert ndcg[0] == first["metrics"]["student (distilled)"]["nDCG@10"]
-        assert round(ndcg[0], 3) != round(ndcg[1], 3), f"tau_l=5 left the student's nDCG@10 at {ndcg}"
-        text = _page_text(
-            browser,
-            f"{server.uri}/#/compare-runs?{query}",
-            [*names, "tau_l", "student/nDCG_10"],
-            shots / "compare.png",
-            diff_only=True,
-        )
-        assert "tau_l 5.0 10.0" in text or "tau_l 10.0 5.0" in text, text[:3000]
-        # The student's nDCG@10 of each run in its column, as the table rounds it (3 decimals).
-        assert _metric_table(text, 2)["student/nDCG_10"] == [f"{round(v, 3):g}" for v in ndcg], text[:3000]
+    # The compare view of the two parent runs: the changed parameter and the student's nDCG@10.
+    ids = [run.info.run_id for run in runs]
+    query = urllib.parse.urlencode(
+        {
+            "runs": json.dumps(ids),
+            "experiments": json.dumps([experiment.experiment_id]),
+            "workflowType": "machine_learning",
+        }
+    )
+    ndcg = [run.data.metrics["student/nDCG_10"] for run in runs]
+    assert ndcg[0] == first["metrics"]["student (distilled)"]["nDCG@10"]
+    assert round(ndcg[0], 3) != round(ndcg[1], 3), f"tau_l=5 left the student's nDCG@10 at {ndcg}"
+    text = _page_text(
+        browser,
+        f"{server.uri}/#/compare-runs?{query}",
+        [*names, "tau_l", "student/nDCG_10"],
+        shots / "compare.png",
+        diff_only=True,
+    )
+    assert "tau_l 5.0 10.0" in text or "tau_l 10.0 5.0" in text, text[:3000]
+    # The student's nDCG@10 of each run in its column, as the table rounds it (3 decimals).
+    assert _metric_table(text, 2)["student/nDCG_10"] == [f"{round(v, 3):g}" for v in ndcg], text[:3000]
 
-        # The registered student: two versions, the newest one with the alias `candidate`.
-        model = "lead-msmarco-student"
-        candidate = client.get_model_version_by_alias(model, "candidate")
-        assert str(candidate.version) == "2"
-        assert candidate.tags["teacher.architecture"] == "cb"
-        assert candidate.tags["teacher.source"] == "tiny:mpnet:3:48"
-        assert candidate.tags["dataset"]  # the dataset's identity
-        _page_text(
-            browser, f"{server.uri}/#/models/{model}", [model, "Version 2", "candidate"], shots / "model.png"
-        )
-        # And the exported folder in the pipeline's outputs is a sentence-transformers model.
-        assert (Path(second["student_model"]) / "modules.json").is_file()
-    finally:
-        server.kill()
+    # The registered student: two versions, the newest one with the alias `candidate`.
+    model = "lead-msmarco-student"
+    candidate = client.get_model_version_by_alias(model, "candidate")
+    assert str(candidate.version) == "2"
+    assert candidate.tags["teacher.architecture"] == "cb"
+    assert candidate.tags["teacher.source"] == "tiny:mpnet:3:48"
+    assert candidate.tags["dataset"]  # the dataset's identity
+    _page_text(
+        browser, f"{server.uri}/#/models/{model}", [model, "Version 2", "candidate"], shots / "model.png"
+    )
+    # And the exported folder in the pipeline's outputs is a sentence-transformers model.
+    assert (Path(second["student_model"]) / "modules.json").is_file()

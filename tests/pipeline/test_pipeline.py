@@ -1,10 +1,8 @@
 """The KFP pipeline: components compile, GPUs go exactly to the GPU stages, and a local smoke run
-caches so that changing one distillation parameter re-runs distillation and its descendants only,
-and editing the dataset in place re-runs ingest and everything after it."""
+caches so that changing one distillation parameter re-runs distillation and its descendants only
+(the smoke runs are shared with the MLflow UI test: tests/pipeline/conftest.py)."""
 
-import gzip
 import importlib.util
-import json
 import math
 import os
 import subprocess
@@ -17,6 +15,7 @@ from kfp import compiler
 
 import components
 from lead_core.profiles import MSMARCO, PARAMETERS, PROFILES, profile
+from tests.pipeline.smoke import run_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "pipelines" / "lead_msmarco.py"
@@ -151,49 +150,11 @@ def _descendants(spec, root_task):
     return seen
 
 
-def _scifact_subset(src: Path, dst: Path, train_queries=40, test_queries=30, extra_docs=400) -> Path:
-    """A small BEIR-layout SciFact: some queries of each split, their judged documents and a few others."""
-    (dst / "qrels").mkdir(parents=True)
-    keep_docs, keep_queries = set(), set()
-    for split, limit in (("train", train_queries), ("test", test_queries)):
-        lines = (src / "qrels" / f"{split}.tsv").read_text().splitlines()
-        header, rows = lines[0], [line.split("\t") for line in lines[1:] if line.strip()]
-        qids = list(dict.fromkeys(r[0] for r in rows))[:limit]
-        kept = [r for r in rows if r[0] in qids]
-        keep_queries.update(qids)
-        keep_docs.update(r[1] for r in kept)
-        (dst / "qrels" / f"{split}.tsv").write_text("\n".join([header, *("\t".join(r) for r in kept)]) + "\n")
-    with gzip.open(src / "corpus.jsonl.gz", "rt") as f, open(dst / "corpus.jsonl", "w") as out:
-        for line in f:
-            doc_id = json.loads(line)["_id"]
-            if doc_id in keep_docs or extra_docs > 0:
-                extra_docs -= doc_id not in keep_docs
-                out.write(line)
-    with open(src / "queries.jsonl") as f, open(dst / "queries.jsonl", "w") as out:
-        out.writelines(line for line in f if json.loads(line)["_id"] in keep_queries)
-    return dst
-
-
-def _run_cli(workdir: Path, dataset: Path, *extra: str) -> dict:
-    summary = workdir / f"summary-{len(list(workdir.glob('summary-*')))}.json"
-    cmd = [sys.executable, str(SCRIPT), "--local", "--profile", "smoke", "--dataset", str(dataset)]
-    cmd += ["--workdir", str(workdir), "--summary-json", str(summary), *extra]
-    # A fixed code fingerprint: other edits to lead_core between the two runs must not empty the cache.
-    env = {**os.environ, "LEAD_CODE_FINGERPRINT": "test-pipeline"}
-    # A generous limit: a full smoke run took over 15 min on the 2-core machine shared with 3 other runs.
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    assert "student (distilled)" in done.stdout  # the printed metric table
-    return json.loads(summary.read_text())
-
-
 @pytest.mark.slow
 def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_after_force_reruns_one(
-    tmp_path, scifact_dir
+    tmp_path, smoke_runs
 ):
-    dataset = _scifact_subset(scifact_dir, tmp_path / "scifact-subset")
-    workdir = tmp_path / "work"
-    first = _run_cli(workdir, dataset)
+    workdir, dataset, first = smoke_runs.workdir, smoke_runs.dataset, smoke_runs.first
     assert set(first["metrics"]) == set(lead_msmarco.SYSTEMS.values())
     for system, values in first["metrics"].items():
         assert set(values) == {"nDCG@10", "RR@10", "R@100"}, system
@@ -201,9 +162,9 @@ def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_afte
     # BM25 on real SciFact text finds judged documents; random tiny models are far worse.
     assert first["metrics"]["BM25"]["nDCG@10"] > 0.3
     assert not first["cached"], first["cached"]  # a fresh workdir: everything executed
-    assert (workdir / "mlflow.db").is_file()
+    assert first["parent_run_id"]  # tracked (on the fixture's mlflow server)
 
-    second = _run_cli(workdir, dataset, "--set", "tau_l=5")
+    second = smoke_runs.second  # the same with --set tau_l=5
     pipeline, stages = lead_msmarco.build_pipeline()
     (spec, _) = _compile(tmp_path, pipeline)
     by_task = {task: stage for stage, task in stages.items()}
@@ -226,7 +187,7 @@ def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_afte
         assert second["metrics"][system] == first["metrics"][system]
 
     # --force re-runs one unchanged stage (here a leaf, so nothing else).
-    third = _run_cli(workdir, dataset, "--set", "tau_l=5", "--force", "evaluate-bm25")
+    third = run_smoke(workdir, dataset, smoke_runs.server.uri, "--set", "tau_l=5", "--force", "evaluate-bm25")
     assert set(third["executed"]) == {"evaluate-bm25"} | identities
     assert third["metrics"] == second["metrics"]
     # The cache following edited data: tests/pipeline/test_cache_follows_data.py (a small pipeline of the
@@ -241,7 +202,6 @@ def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):
 
     @dsl.component(base_image="python:3.11", install_kfp_package=False)
     def flaky(marker: str, out: Output[Dataset]):
-        import os
 
         if not os.path.exists(marker):
             raise RuntimeError("simulated failure")
