@@ -747,7 +747,8 @@ def run(config: Config, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any
         outputs = atomic_outputs(config.out, config.out_teacher, config.step_log)
         if config.checkpoint_every:
             check_writable(Path(config.checkpoint_path) / "step-00000000")
-        with stage_run("train", to_dict(config)) as tracker:
+        with stage_run("train", to_dict(config)) as stage_tracker:
+            tracker = SafeTracker(stage_tracker)  # one for the run: after a failure, tracking stays off
             with outputs as (out, out_teacher, step_log_path):
                 step_log = None
                 if step_log_path is not None:
@@ -757,12 +758,12 @@ def run(config: Config, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any
                 try:
                     trainer = Trainer(config, ctx, callbacks)
                     trainer.outputs = TrainOutputs(out, out_teacher, step_log)
-                    summary = trainer.train(SafeTracker(tracker))
+                    summary = trainer.train(tracker)
                 finally:
                     if step_log is not None:
                         step_log.close()
             if config.log_model:
-                SafeTracker(tracker).log_artifacts(config.out, "model")
+                tracker.log_artifacts(config.out, "model")
             return summary
     finally:
         ctx.close()
