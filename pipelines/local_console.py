@@ -76,11 +76,16 @@ class _Router(io.TextIOBase):
         self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
         self.width = max((len(n) for n in names.values()), default=0)
         self.failed: list[_Task] = []
+        # After the run: where writes go instead (a logging handler made during the run keeps this
+        # object as its stream; writing to the closed logs would print "Logging error" tracebacks).
+        self.after: TextIO | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
+        if self.after is not None:
+            return self.after.write(text)
         with self.lock:
             thread = threading.get_ident()
             *lines, rest = (self.partial.pop(thread, "") + text).split("\n")
@@ -91,6 +96,9 @@ class _Router(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
+        if self.after is not None:
+            self.after.flush()
+            return
         with self.lock:
             for task in self.current.values():
                 task.file.flush()
@@ -147,7 +155,8 @@ class _Router(io.TextIOBase):
                     self.console.write(f"    | {line}\n")
                 self.console.flush()
 
-    def close_all(self) -> None:
+    def close_all(self, after: TextIO) -> None:
+        """Close every log; from now on writes go to `after`."""
         with self.lock:
             for thread, text in list(self.partial.items()):
                 self._line(thread, text)
@@ -155,6 +164,7 @@ class _Router(io.TextIOBase):
             for thread in list(self.current):
                 self._close(thread)
             self.pipeline_log.close()
+            self.after = after
 
 
 class _EventFilter(logging.Filter):
@@ -190,7 +200,7 @@ def task_console(
     while run_logs.exists():  # two runs in one second
         run_logs = run_logs.with_name(run_logs.name + "-1")
     run_logs.mkdir(parents=True)
-    console = sys.stdout
+    console, stderr = sys.stdout, sys.stderr
     print(f"task logs: {run_logs}", file=console, flush=True)
     router = _Router(run_logs, console, names or {})
     root = logging.getLogger()
@@ -209,4 +219,4 @@ def task_console(
     finally:
         root.removeFilter(event_filter)
         root.setLevel(level)
-        router.close_all()
+        router.close_all(after=stderr)

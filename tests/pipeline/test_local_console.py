@@ -225,3 +225,22 @@ def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
 )
 def test_kfp_messages_are_read_as_task_events(message, event):
     assert kfp_event(message) == (event and tuple(event))
+
+
+def test_a_log_handler_made_during_the_run_writes_to_stderr_afterwards(tmp_path, capsys):
+    """A logging handler created inside the console (mlflow, a library's basicConfig) keeps the
+    console's stand-in for sys.stderr as its stream; after the run it must reach the real stderr,
+    not the closed task logs (that printed 'Logging error' tracebacks into later output)."""
+    import logging
+
+    logger = logging.getLogger("lead-test-late-handler")
+    logger.propagate = False
+    with task_console(tmp_path / "logs", {}):
+        handler = logging.StreamHandler()  # its stream: sys.stderr as it is now (the stand-in)
+    logger.addHandler(handler)
+    try:
+        logger.warning("after the run")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "after the run" in err and "Logging error" not in err, err
