@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 from lead_core.artifacts import atomic_path, check_writable
 from lead_core.config import ConfigError, to_dict
 from lead_core.data import beir, msmarco
+from lead_core.data.ids import IdHashes, hash_ids
 from lead_core.data.io import resolve_dir
 from lead_core.data.schema import CORPUS, GROUPS, QRELS, QUERIES, RUN, SchemaError, open_writer, write_table
 from lead_core.tracking import stage_run
@@ -88,37 +88,6 @@ class Config:
         },
     )
     batch_size: int = field(default=100_000, metadata={"help": "corpus lines per Parquet batch"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Id hashes: 8 bytes per document instead of a Python string in a set.
-
-
-def hash_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """uint64 hashes of string ids (pandas' SipHash of each value). Shape [len(ids)]."""
-    values = ids.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(values.astype(object, copy=False), categorize=False)
-
-
-class IdHashes:
-    """A set of ids held as their sorted, distinct uint64 hashes (8 bytes per id).
-
-    Membership has a false-positive rate of about n / 2**64 per lookup, negligible for any corpus.
-    """
-
-    def __init__(self, hashes: np.ndarray):
-        self.sorted = np.unique(hashes)
-
-    def __len__(self) -> int:
-        return len(self.sorted)
-
-    def contains(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Boolean mask [len(ids)]: which ids are in the set."""
-        h = hash_ids(ids)
-        if not len(self.sorted):
-            return np.zeros(len(h), dtype=bool)
-        pos = np.minimum(np.searchsorted(self.sorted, h), len(self.sorted) - 1)
-        return self.sorted[pos] == h
 
 
 def _report_duplicate(path: Path, batches: Callable[[], Iterator[pa.Table]], suspects: np.ndarray) -> None:
