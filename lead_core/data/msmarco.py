@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
-from lead_core.data.io import COMPRESSED_SUFFIXES, iter_line_batches, open_text, resolve
+from lead_core.data.io import COMPRESSED_SUFFIXES, iter_line_batches, resolve
 from lead_core.data.schema import SchemaError
 from lead_core.data.trec import check_repeated_pairs, read_qrels_text
 
@@ -146,45 +145,55 @@ def _check_nonempty(path: Path, table: pa.Table, column: str, what: str) -> None
         raise SchemaError(f"{path}: line {table.column('line')[i].as_py()}: empty {what}")
 
 
-def iter_collection(path: str | Path, batch_size: int = 100_000) -> Iterator[pa.Table]:
-    """Stream ``collection.tsv[.gz]`` as tables (doc_id, title="", text, line) of up to `batch_size` rows.
+def _iter_tsv_tables(
+    path: Path, fields: tuple[str, ...], columns: tuple[str, ...], batch_size: int
+) -> Iterator[pa.Table]:
+    """Stream a tab-separated file as tables of `columns` (one per field) and ``line``, by Arrow kernels.
 
-    A passage may be empty (``pid<TAB>``): ingest decides whether such a document is kept.
-
-    Memory holds one batch; uniqueness of ids across batches is the caller's check (see ingest).
-    Fields are split by Arrow kernels, not by one Python string per field (the file has 8.8M lines).
+    Every non-blank line must have exactly len(fields) fields (a passage may not hold a tab);
+    blank lines are skipped; another number of fields is a SchemaError naming the file and line.
+    No Python object is made per field, only per line (MS MARCO's files have 8.8M to 400M lines).
     """
-    path = resolve(path)
+    expected = len(fields)
     for first, chunk in iter_line_batches(path, batch_size):
         lines = pa.array(chunk, pa.string())
         del chunk
         numbers = np.arange(first, first + len(lines), dtype=np.int64)
-        malformed = pc.not_equal(pc.count_substring(lines, "\t"), 1)
+        malformed = pc.not_equal(pc.count_substring(lines, "\t"), expected - 1)
         if pc.any(malformed).as_py():
             blank = is_blank(lines)
             wrong = pc.and_not(malformed, blank)
             if pc.any(wrong).as_py():
                 i = pc.index(wrong, True).as_py()
                 raise SchemaError(
-                    f"{path}: line {first + i}: expected 2 tab-separated fields (pid, passage), "
-                    f"found {lines[i].as_py().count(chr(9)) + 1}: {lines[i].as_py()[:80]!r}"
+                    f"{path}: line {first + i}: expected {expected} tab-separated fields "
+                    f"({', '.join(fields)}), found {lines[i].as_py().count(chr(9)) + 1}: {lines[i].as_py()[:80]!r}"
                 )
             keep = pc.invert(blank)
             lines, numbers = lines.filter(keep), numbers[keep.to_numpy(zero_copy_only=False)]
             if not len(lines):
                 continue
-        fields = pc.split_pattern(lines, "\t", max_splits=1)
-        n = len(lines)
+        split = pc.split_pattern(lines, "\t")
         table = pa.table(
             {
-                "doc_id": pc.list_element(fields, 0),
-                "title": pa.array([""] * n, pa.string()),
-                "text": pc.list_element(fields, 1),
+                **{name: pc.list_element(split, i) for i, name in enumerate(columns)},
                 "line": pa.array(numbers),
             }
         )
-        _check_nonempty(path, table, "doc_id", "pid")
         yield table
+
+
+def iter_collection(path: str | Path, batch_size: int = 100_000) -> Iterator[pa.Table]:
+    """Stream ``collection.tsv[.gz]`` as tables (doc_id, title="", text, line) of up to `batch_size` rows.
+
+    A passage may be empty (``pid<TAB>``): ingest decides whether such a document is kept.
+
+    Memory holds one batch; uniqueness of ids across batches is the caller's check (see ingest).
+    """
+    path = resolve(path)
+    for table in _iter_tsv_tables(path, ("pid", "passage"), ("doc_id", "text"), batch_size):
+        _check_nonempty(path, table, "doc_id", "pid")
+        yield table.add_column(1, "title", pa.array([""] * table.num_rows, pa.string()))
 
 
 def check_unique(path: Path, table: pa.Table, column: str, what: str) -> None:
@@ -269,44 +278,37 @@ def read_top1000(path: str | Path) -> pa.Table:
     return table
 
 
-def read_qidpidtriples(path: str | Path) -> pa.Table:
-    """``qidpidtriples.<split>...tsv[.gz]`` (``qid<TAB>pos_pid<TAB>neg_pid``) as training groups.
+TRIPLES_FIELDS = ("qid", "pos_pid", "neg_pid")
 
-    One row per query: (query_id, positive_ids, negative_ids, negative_source="official-triples",
-    line = the query's first line). Each id list holds distinct ids. Parsed by Arrow's CSV reader
-    with no Python object per line; memory is proportional to the file (the full 397M-line file
-    needs tens of GB: use a subset of it on small machines).
+
+def iter_qidpidtriples(path: str | Path, batch_size: int = 1_000_000) -> Iterator[pa.Table]:
+    """Stream ``qidpidtriples.<split>...tsv[.gz]`` (``qid<TAB>pos_pid<TAB>neg_pid``) in file order.
+
+    Yields tables (query_id, positive_id, negative_id, line) of up to `batch_size` rows; memory
+    holds one batch (the official ``qidpidtriples.train.full.2.tsv`` has ~400M lines). A line
+    without exactly 3 fields, or with an empty one, is a SchemaError naming the file and line.
     """
     path = resolve(path)
-    problems: list[str] = []
+    columns = ("query_id", "positive_id", "negative_id")
+    for table in _iter_tsv_tables(path, TRIPLES_FIELDS, columns, batch_size):
+        for column, field_name in zip(columns, TRIPLES_FIELDS):
+            _check_nonempty(path, table, column, field_name)
+        yield table
 
-    def invalid(row: pacsv.InvalidRow) -> str:
-        problems.append(
-            f"{path}: line {row.number if row.number is not None else '?'}: expected 3 tab-separated "
-            f"fields (qid, pos_pid, neg_pid), found {row.actual_columns}: {row.text[:80]!r}"
-        )
-        return "error"
 
-    names = ["query_id", "positive_id", "negative_id"]
-    try:
-        with open_text(path) as fh:
-            table = pacsv.read_csv(
-                fh.buffer,
-                read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-                parse_options=pacsv.ParseOptions(
-                    delimiter="\t", quote_char=False, invalid_row_handler=invalid, ignore_empty_lines=False
-                ),
-                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
-            )
-    except pa.ArrowInvalid as err:
-        raise SchemaError(problems[0] if problems else f"{path}: {err}") from None
-    if table.num_rows == 0:
+def read_qidpidtriples(path: str | Path) -> pa.Table:
+    """``qidpidtriples.<split>...tsv[.gz]`` as training groups, every id of the file kept.
+
+    One row per query: (query_id, positive_ids, negative_ids, negative_source="official-triples",
+    line = the query's first line). Each id list holds distinct ids. Memory is proportional to the
+    file (the full 400M-line file needs tens of GB): `lead bm25 --negatives triples` streams it
+    instead and keeps n negatives per query.
+    """
+    path = resolve(path)
+    batches = list(iter_qidpidtriples(path))
+    if not batches:
         raise SchemaError(f"{path}: no triples in file")
-    table = table.append_column("line", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
-    for column in names:
-        i = _first_empty(table.column(column).combine_chunks())
-        if i is not None:
-            raise SchemaError(f"{path}: line {i + 1}: empty {column}")
+    table = pa.concat_tables(batches)
     groups = table.group_by("query_id", use_threads=False).aggregate(
         [("positive_id", "distinct"), ("negative_id", "distinct"), ("line", "min")]
     )
