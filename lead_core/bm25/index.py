@@ -3,10 +3,17 @@
 The corpus is read batch by batch from Parquet; each document (title + " " + text) becomes the
 list of token ids that bm25s needs, and nothing else per document is kept in Python: the doc ids
 stay one Arrow string array, looked up by position.
+
+An index is saved to a folder once (`save`) and loaded by every query shard (`load`), so that
+sharded retrieval scores against exactly the index a single task would build. Retrieval uses
+bm25s's numba backend when numba is installed (exact, like the numpy one, and multi-threaded
+with `threads`), else its numpy backend.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,15 @@ from bm25s.tokenization import Tokenizer
 from tqdm.auto import tqdm
 
 from lead_core.config import ConfigError
-from lead_core.data.schema import CORPUS, SchemaError, iter_batches, read_metadata
+from lead_core.data.schema import (
+    CORPUS,
+    IDS,
+    SchemaError,
+    iter_batches,
+    read_metadata,
+    read_table,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 # bm25s pins its logger at DEBUG, which bypasses the CLI's level; let it follow the root logger.
@@ -27,6 +42,13 @@ logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 NO_STEMMER = ("", "none")
 NO_STOPWORDS = ("", "none")
+# bm25s's retrieval backend: numba scores and selects top-k in compiled code with its own threads;
+# numpy is the fallback (its threads are a ThreadPoolExecutor, bounded by the GIL between numpy calls).
+BACKEND = "numba" if importlib.util.find_spec("numba") else "numpy"
+# Files of a saved index folder besides bm25s's own (data/indices/indptr/vocab/params .index.*).
+_PARAMS = "lead_bm25.json"
+_TOKENIZER_VOCAB = "vocab.tokenizer.json"
+_DOC_IDS = "doc_ids.parquet"
 
 
 def make_tokenizer(stopwords: str = "en", stemmer: str = "english") -> Tokenizer:
@@ -64,6 +86,7 @@ class BM25Index:
     retriever: bm25s.BM25
     tokenizer: Tokenizer
     doc_ids: pa.Array  # [num_docs] string
+    params: dict  # stopwords, stemmer, k1, b, method: what a saved index must match
 
     @property
     def num_docs(self) -> int:
@@ -96,11 +119,37 @@ class BM25Index:
                 id_chunks.append(batch.column("doc_id"))
                 bar.update(batch.num_rows)
         doc_ids = pa.chunked_array(id_chunks, pa.string()).combine_chunks()
-        retriever = bm25s.BM25(k1=k1, b=b, method=method)
+        retriever = bm25s.BM25(k1=k1, b=b, method=method, backend=BACKEND)
         # The tokenizer's vocabulary (stem or word -> id) numbers ids 0..V-1, as bm25s expects.
         retriever.index((token_ids, tokenizer.get_vocab_dict()), show_progress=True)
         logger.info("indexed %d documents, vocabulary of %d terms", len(doc_ids), len(retriever.vocab_dict))
-        return cls(retriever=retriever, tokenizer=tokenizer, doc_ids=doc_ids)
+        params = {"stopwords": stopwords, "stemmer": stemmer, "k1": k1, "b": b, "method": method}
+        return cls(retriever=retriever, tokenizer=tokenizer, doc_ids=doc_ids, params=params)
+
+    def save(self, folder: str | Path) -> None:
+        """Write the index to `folder` (bm25s's arrays and vocabulary, the tokenizer's, the doc ids)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.retriever.save(str(folder), show_progress=False)
+        self.tokenizer.save_vocab(str(folder), vocab_name=_TOKENIZER_VOCAB)
+        write_table(pa.table({"id": self.doc_ids}), folder / _DOC_IDS, IDS)
+        (folder / _PARAMS).write_text(json.dumps({**self.params, "num_docs": self.num_docs}, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> BM25Index:
+        """An index written by `save`."""
+        folder = Path(folder)
+        if not (folder / _PARAMS).is_file():
+            raise SchemaError(f"{folder}: not a saved BM25 index (no {_PARAMS}; write one with --out-index)")
+        params = json.loads((folder / _PARAMS).read_text())
+        num_docs = params.pop("num_docs")
+        tokenizer = make_tokenizer(params["stopwords"], params["stemmer"])
+        tokenizer.load_vocab(str(folder), vocab_name=_TOKENIZER_VOCAB)
+        retriever = bm25s.BM25.load(str(folder), backend=BACKEND, show_progress=False)
+        doc_ids = read_table(folder / _DOC_IDS, IDS).column("id").combine_chunks()
+        if len(doc_ids) != num_docs:
+            raise SchemaError(f"{folder}: {len(doc_ids)} doc ids for an index of {num_docs} documents")
+        return cls(retriever=retriever, tokenizer=tokenizer, doc_ids=doc_ids, params=params)
 
     def search(self, texts: list[str], k: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Top-k documents of each query text.

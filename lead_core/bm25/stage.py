@@ -2,8 +2,15 @@
 
 Reads corpus / queries (/ qrels) artifacts, indexes title + " " + text with bm25s, writes the run
 (RUN Parquet, optionally a TREC run file) and, with qrels, one training group per query that has
-positives: its positives and either its first n BM25 hits not judged relevant or n random
-documents (paper §4.1: phase-1 dual encoders train on BM25 or random negatives).
+positives: its positives and either its first n BM25 hits not judged relevant, n random
+documents, or the first n negatives of MS MARCO's official training triples (paper §4.1: phase-1
+dual encoders train on BM25 or random negatives; the paper's are the official triples').
+
+Fanned out over a cluster, the same stage runs in three roles: `--out-index DIR` builds and saves
+the index once; `--index DIR --shard i/n` retrieves query shard i of n against it (shard i is the
+i-th of n contiguous runs of query batches, so a shard's rows are exactly the single task's rows
+for those batches); `--merge-runs ... --merge-groups ...` concatenates the shards' outputs, in
+shard order, into the run and groups that one task (`--shard 0/1`, the default) writes.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,12 +30,15 @@ from lead_core.artifacts import atomic_outputs
 from lead_core.bm25.index import BM25Index
 from lead_core.bm25.negatives import (
     Judgements,
+    TriplesGroups,
     bm25_negatives,
     groups_table,
     query_rng,
     random_negatives,
+    triples_groups,
 )
 from lead_core.config import ConfigError, to_dict
+from lead_core.data.ids import IdHashes, hash_ids
 from lead_core.data.schema import (
     CORPUS,
     GROUPS,
@@ -36,6 +47,7 @@ from lead_core.data.schema import (
     SchemaError,
     iter_batches,
     open_writer,
+    read_metadata,
     read_table,
     write_table,
 )
@@ -49,7 +61,13 @@ logger = logging.getLogger(__name__)
 class Config:
     corpus: str = field(metadata={"help": "corpus artifact (Parquet, from `lead ingest`)"})
     queries: str = field(metadata={"help": "queries artifact of the split to retrieve for"})
-    out_run: str = field(metadata={"help": "where to write the top-k run (RUN Parquet)"})
+    out_run: str | None = field(
+        default=None,
+        metadata={
+            "help": "where to write the top-k run (RUN Parquet); needed unless only --out-index or "
+            "triples groups are asked for"
+        },
+    )
     qrels: str | None = field(
         default=None, metadata={"help": "qrels (Parquet or TREC text); needed for --out-groups"}
     )
@@ -58,9 +76,19 @@ class Config:
         default=None, metadata={"help": "where to write training groups (GROUPS Parquet)"}
     )
     k: int = field(default=1000, metadata={"help": "depth of the run per query"})
-    negatives: Literal["bm25", "random"] = field(
+    negatives: Literal["bm25", "random", "triples"] = field(
         default="bm25",
-        metadata={"help": "negatives of the training groups: top BM25 hits or random documents"},
+        metadata={
+            "help": "negatives of the training groups: top BM25 hits, random documents, or the first "
+            "num_negatives of MS MARCO's official training triples (--triples)"
+        },
+    )
+    triples: str | None = field(
+        default=None,
+        metadata={
+            "help": "negatives=triples: qidpidtriples file (qid<TAB>pos_pid<TAB>neg_pid; path or URI, "
+            ".gz/.bz2), streamed"
+        },
     )
     num_negatives: int = field(default=100, metadata={"help": "negatives per training group"})
     seed: int = field(default=13, metadata={"help": "seed of the random negatives"})
@@ -81,13 +109,88 @@ class Config:
     query_batch_size: int = field(default=1_000, metadata={"help": "queries retrieved and written per batch"})
     threads: int = field(default=0, metadata={"help": "bm25s retrieval threads (0: in the calling thread)"})
     tag: str = field(default="bm25", metadata={"help": "run tag of the TREC run file"})
+    out_index: str | None = field(
+        default=None, metadata={"help": "also save the index to this folder (for --index of query shards)"}
+    )
+    index: str | None = field(
+        default=None,
+        metadata={"help": "a saved index folder (--out-index) to retrieve from instead of indexing"},
+    )
+    shard: str = field(
+        default="0/1",
+        metadata={"help": "i/n: retrieve the i-th (from 0) of n contiguous slices of the query batches"},
+    )
+    merge_runs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "merge: the shards' runs, in shard order, concatenated into --out-run"},
+    )
+    merge_groups: list[str] = field(
+        default_factory=list,
+        metadata={"help": "merge: the shards' groups, in shard order, concatenated into --out-groups"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("k", "num_negatives", "corpus_batch_size", "query_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.shard_index, self.num_shards = parse_shard(self.shard)
+        if self.merge_runs or self.merge_groups:
+            if self.index or self.out_index or self.num_shards != 1:
+                raise ConfigError(
+                    "a merge (--merge-runs/--merge-groups) takes no --index, --out-index or --shard"
+                )
+            if bool(self.merge_runs) != bool(self.out_run) or bool(self.merge_groups) != bool(
+                self.out_groups
+            ):
+                raise ConfigError(
+                    "--merge-runs needs --out-run and --merge-groups needs --out-groups (and back)"
+                )
         if self.out_groups and not self.qrels:
             raise ConfigError("--out-groups needs --qrels: groups are built from each query's positives")
+        triples_groups_only = self.negatives == "triples" and self.out_groups
+        if not self.out_run and not (self.out_index or triples_groups_only):
+            raise ConfigError(
+                "--out-run is needed (unless only --out-index or --negatives triples groups are asked for)"
+            )
+        if self.out_trec and not self.out_run:
+            raise ConfigError("--out-trec needs --out-run")
+        if self.out_groups and not self.out_run and self.negatives != "triples":
+            raise ConfigError(f"--negatives {self.negatives} groups come from the retrieval: give --out-run")
+        if self.index and self.out_index:
+            raise ConfigError("--index loads a saved index and --out-index saves one: give one of them")
+        if self.negatives == "triples" and self.out_groups and self.num_shards > 1:
+            raise ConfigError(
+                "triples groups are read from the whole file: make them in one task, not per --shard"
+            )
+        if (self.negatives == "triples") != bool(self.triples):
+            raise ConfigError(
+                "--negatives triples needs --triples (the qidpidtriples file), and --triples needs "
+                f"--negatives triples (got negatives={self.negatives!r}, triples={self.triples!r})"
+            )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """ "i/n" -> (i, n), 0 <= i < n."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or not 0 <= i < n:
+        raise ConfigError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return i, n
+
+
+def shard_rows(num_queries: int, batch_size: int, shard_index: int, num_shards: int) -> range:
+    """The query rows of one shard: the shard's contiguous share of the retrieval batches.
+
+    Batches (not queries) are split so that a shard's run batches are the single task's batches
+    (each batch's rows are sorted by query id), and the shards' runs concatenate to its run.
+    """
+    num_batches = -(-num_queries // batch_size)
+    first = shard_index * num_batches // num_shards
+    last = (shard_index + 1) * num_batches // num_shards
+    return range(first * batch_size, min(last * batch_size, num_queries))
 
 
 def _batch_run(
@@ -108,77 +211,92 @@ def _batch_run(
     return sort_run(table)
 
 
+def _corpus_ids(corpus: str) -> pa.Array:
+    """The corpus artifact's doc ids, read as one column."""
+    return pa.chunked_array(
+        [b.column("doc_id") for b in iter_batches(corpus, CORPUS, columns=["doc_id"])], pa.string()
+    ).combine_chunks()
+
+
+def _index(config: Config, num_docs: int) -> BM25Index:
+    """The saved index of `config.index`, checked against the corpus and the scoring settings, or a new one."""
+    settings = {k: getattr(config, k) for k in ("stopwords", "stemmer", "k1", "b", "method")}
+    if not config.index:
+        return BM25Index.build(config.corpus, batch_size=config.corpus_batch_size, **settings)
+    index = BM25Index.load(config.index)
+    differ = {k: (index.params[k], v) for k, v in settings.items() if index.params[k] != v}
+    if differ:
+        raise ConfigError(f"{config.index}: the index was built with other settings (saved, asked): {differ}")
+    if index.num_docs != num_docs:
+        raise SchemaError(
+            f"{config.index}: an index of {index.num_docs} documents, but {config.corpus} holds {num_docs}"
+        )
+    return index
+
+
 def run(config: Config) -> dict:
-    """Index, retrieve, write the run (and TREC file, and groups); returns counts and timings."""
+    """Index (or load an index), retrieve a query shard, write its run (and TREC file, and groups);
+    or merge shards' outputs. Returns counts and timings."""
+    if config.merge_runs or config.merge_groups:
+        return _merge(config)
     started = time.perf_counter()
     queries = read_table(config.queries, QUERIES)
     if queries.num_rows == 0:
         raise SchemaError(f"{config.queries}: no queries")
-    judgements = None
+    judgements = corpus_ids = None
     if config.out_groups:
         qrels = read_qrels(config.qrels)
         judgements = Judgements(qrels, config.positive_relevance)
         # Fail before the (long) indexing if a positive is not a corpus document.
-        corpus_ids = pa.chunked_array(
-            [b.column("doc_id") for b in iter_batches(config.corpus, CORPUS, columns=["doc_id"])], pa.string()
+        corpus_ids = _corpus_ids(config.corpus)
+        judgements.check_in_corpus(corpus_ids, where=str(config.qrels))
+    rows = shard_rows(queries.num_rows, config.query_batch_size, config.shard_index, config.num_shards)
+    if not rows:
+        logger.warning(
+            "shard %s holds no queries: %d queries make only %d batches of %d",
+            config.shard,
+            queries.num_rows,
+            -(-queries.num_rows // config.query_batch_size),
+            config.query_batch_size,
         )
-        judgements.check_in_corpus(corpus_ids.combine_chunks(), where=str(config.qrels))
 
-    outputs = atomic_outputs(config.out_run, config.out_trec, config.out_groups)
-    with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups):
-        index = BM25Index.build(
-            config.corpus,
-            stopwords=config.stopwords,
-            stemmer=config.stemmer,
-            k1=config.k1,
-            b=config.b,
-            method=config.method,
-            batch_size=config.corpus_batch_size,
-        )
-        if config.k > index.num_docs:
-            logger.warning(
-                "k=%d exceeds the corpus size; retrieving all %d documents", config.k, index.num_docs
+    outputs = atomic_outputs(config.out_run, config.out_trec, config.out_groups, config.out_index)
+    with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups, out_index):
+        summary: dict = {"num_queries": len(rows)}
+        index = None
+        if config.out_run or config.out_index:
+            index = _index(config, read_metadata(config.corpus)["num_rows"])
+            if out_index:
+                index.save(out_index)
+            summary.update(num_docs=index.num_docs, index_seconds=round(time.perf_counter() - started, 3))
+        if config.out_run:
+            grouped_qids, negatives = _retrieve(
+                config, index, queries.slice(rows.start, len(rows)), judgements, out_run, summary
             )
-        indexed = time.perf_counter()
-
-        qids = queries.column("query_id").to_pylist()
-        texts = queries.column("text").to_pylist()
-        grouped_qids: list[str] = []
-        negatives: dict[str, list[str]] = {}
-        num_rows = no_hits = 0
-        with open_writer(out_run, RUN, config=to_dict(config)) as writer:
-            for start in tqdm(
-                range(0, len(qids), config.query_batch_size), desc="bm25 retrieve", unit="batch"
-            ):
-                batch_qids = qids[start : start + config.query_batch_size]
-                positions, scores = index.search(
-                    texts[start : start + config.query_batch_size], config.k, config.threads
-                )
-                batch = _batch_run(batch_qids, positions, scores, index.doc_ids)
-                writer.write(batch)
-                num_rows += batch.num_rows
-                no_hits += len(batch_qids) - pc.count_distinct(batch.column("query_id")).as_py()
-                if judgements is not None:
-                    _add_negatives(config, judgements, index, batch_qids, batch, grouped_qids, negatives)
-        retrieved = time.perf_counter()
-
-        summary: dict = {
-            "num_docs": index.num_docs,
-            "num_queries": len(qids),
-            "run_rows": num_rows,
-            "queries_without_hits": no_hits,
-            "index_seconds": round(indexed - started, 3),
-            "retrieve_seconds": round(retrieved - indexed, 3),
-        }
-        if no_hits:
-            logger.warning("%d queries share no term with any document and have no results", no_hits)
-        if config.out_trec:
-            write_trec_run(read_table(out_run, RUN), out_trec, tag=config.tag)
-        if judgements is not None:
+            if config.out_trec:
+                write_trec_run(read_table(out_run, RUN), out_trec, tag=config.tag)
+        if config.out_groups and config.negatives == "triples":
+            made = triples_groups(
+                config.triples,
+                queries.column("query_id").combine_chunks(),
+                IdHashes(hash_ids(corpus_ids)),
+                judgements,
+                config.num_negatives,
+            )
+            write_table(made.groups, out_groups, GROUPS, config=to_dict(config))
+            summary.update(
+                num_groups=made.groups.num_rows,
+                triples_lines=made.lines,
+                triples_unknown_query_lines=made.unknown_query_lines,
+                triples_unjudged_positive_lines=made.unjudged_positive_lines,
+                judged_queries_without_triples=made.judged_queries_without_triples,
+            )
+            _warn_triples(config, made)
+        elif config.out_groups:
             groups = groups_table(grouped_qids, judgements.positives, negatives, config.negatives)
             write_table(groups, out_groups, GROUPS, config=to_dict(config))
             short = sum(1 for q in grouped_qids if len(negatives[q]) < config.num_negatives)
-            unjudged = len(qids) - len(grouped_qids)
+            unjudged = len(rows) - len(grouped_qids)
             if short:
                 logger.warning(
                     "%d of %d groups have fewer than %d negatives (too few BM25 hits within k=%d)",
@@ -193,6 +311,148 @@ def run(config: Config) -> dict:
         tracker.log_metrics({k: float(v) for k, v in summary.items()})
     logger.info("bm25: %s", summary)
     return summary
+
+
+def _retrieve(
+    config: Config,
+    index: BM25Index,
+    queries: pa.Table,
+    judgements: Judgements | None,
+    out_run: Path,
+    summary: dict,
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Retrieve `queries` batch by batch into `out_run`; bm25/random negatives of the judged ones.
+
+    Returns the grouped query ids (in the queries' order) and their negatives; adds counts and
+    timings to `summary`.
+    """
+    if config.k > index.num_docs:
+        logger.warning("k=%d exceeds the corpus size; retrieving all %d documents", config.k, index.num_docs)
+    started = time.perf_counter()
+    qids = queries.column("query_id").to_pylist()
+    texts = queries.column("text").to_pylist()
+    grouped_qids: list[str] = []
+    negatives: dict[str, list[str]] = {}
+    num_rows = no_hits = 0
+    with open_writer(out_run, RUN, config=to_dict(config)) as writer:
+        for start in tqdm(range(0, len(qids), config.query_batch_size), desc="bm25 retrieve", unit="batch"):
+            batch_qids = qids[start : start + config.query_batch_size]
+            positions, scores = index.search(
+                texts[start : start + config.query_batch_size], config.k, config.threads
+            )
+            batch = _batch_run(batch_qids, positions, scores, index.doc_ids)
+            writer.write(batch)
+            num_rows += batch.num_rows
+            no_hits += len(batch_qids) - pc.count_distinct(batch.column("query_id")).as_py()
+            if judgements is not None and config.negatives != "triples":
+                _add_negatives(config, judgements, index, batch_qids, batch, grouped_qids, negatives)
+    seconds = time.perf_counter() - started
+    if no_hits:
+        logger.warning("%d queries share no term with any document and have no results", no_hits)
+    summary.update(
+        run_rows=num_rows,
+        queries_without_hits=no_hits,
+        retrieve_seconds=round(seconds, 3),
+        queries_per_second=round(len(qids) / seconds, 1) if seconds > 0 else 0.0,
+    )
+    return grouped_qids, negatives
+
+
+def _warn_triples(config: Config, made: TriplesGroups) -> None:
+    if made.unknown_query_lines:
+        logger.warning(
+            "%s: %d of %d triples are for queries outside the split and were skipped",
+            config.triples,
+            made.unknown_query_lines,
+            made.lines,
+        )
+    if made.unjudged_positive_lines:
+        logger.warning(
+            "%s: %d triples name a positive that the qrels do not judge relevant (positives come from the qrels)",
+            config.triples,
+            made.unjudged_positive_lines,
+        )
+    if made.judged_queries_without_triples:
+        logger.warning(
+            "%d queries with positives have no negative in %s and get no training group",
+            made.judged_queries_without_triples,
+            config.triples,
+        )
+    short = pc.sum(pc.less(pc.list_value_length(made.groups.column("negative_ids")), config.num_negatives))
+    if short.as_py():
+        logger.warning("%d groups have fewer than %d triples negatives", short.as_py(), config.num_negatives)
+
+
+def _merge(config: Config) -> dict:
+    """Concatenate shard runs / groups (in shard order) into the outputs one task would write."""
+    started = time.perf_counter()
+    shard_configs = _check_shards(config.merge_runs, RUN) if config.merge_runs else []
+    if config.merge_groups:
+        group_configs = _check_shards(config.merge_groups, GROUPS)
+        if shard_configs and len(group_configs) != len(shard_configs):
+            raise ConfigError(
+                f"{len(config.merge_runs)} shard runs but {len(config.merge_groups)} shard groups"
+            )
+        shard_configs = shard_configs or group_configs
+    # the metadata a single task would have written: the shards' settings, shard 0/1, these outputs
+    single = {
+        **shard_configs[0],
+        "shard": "0/1",
+        "index": None,
+        "out_index": None,
+        **{k: getattr(config, k) for k in ("out_run", "out_trec", "out_groups")},
+    }
+    queries = read_table(config.queries, QUERIES, columns=["query_id"]).column("query_id")
+    summary: dict = {"num_shards": len(shard_configs)}
+    outputs = atomic_outputs(config.out_run, config.out_trec, config.out_groups)
+    with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups):
+        if config.merge_runs:
+            with open_writer(out_run, RUN, config=single) as writer:
+                for path in config.merge_runs:
+                    for batch in iter_batches(path, RUN):
+                        writer.write(batch)
+            run_qids = read_table(out_run, RUN, columns=["query_id"]).column("query_id")
+            _check_known_queries(run_qids, queries, "the merged run")
+            if config.out_trec:
+                write_trec_run(read_table(out_run, RUN), out_trec, tag=config.tag)
+            summary.update(run_rows=len(run_qids), num_queries=pc.count_distinct(run_qids).as_py())
+        if config.merge_groups:
+            groups = pa.concat_tables([read_table(path, GROUPS) for path in config.merge_groups])
+            _check_known_queries(groups.column("query_id"), queries, "the merged groups")
+            write_table(groups, out_groups, GROUPS, config=single)  # also checks query ids unique over shards
+            summary.update(num_groups=groups.num_rows)
+        summary["merge_seconds"] = round(time.perf_counter() - started, 3)
+        tracker.log_metrics({k: float(v) for k, v in summary.items()})
+    logger.info("bm25 merge: %s", summary)
+    return summary
+
+
+# Config fields that differ between the shards of one retrieval (everything else must be equal).
+_PER_SHARD = ("shard", "out_run", "out_trec", "out_groups", "out_index", "index")
+
+
+def _check_shards(paths: list[str], schema) -> list[dict]:
+    """The shard artifacts' configs; fails unless they are shards 0..n-1 of n, in order, of one retrieval."""
+    configs = [read_metadata(p)["config"] for p in paths]
+    for i, (path, made) in enumerate(zip(paths, configs)):
+        if made.get("shard") != f"{i}/{len(paths)}":
+            raise SchemaError(
+                f"{path}: expected shard {i}/{len(paths)} of the {len(paths)} given "
+                f"({schema.name} artifacts in shard order), found shard {made.get('shard', 'none')!r}"
+            )
+        differ = sorted(
+            k for k in set(made) | set(configs[0]) if k not in _PER_SHARD and made.get(k) != configs[0].get(k)
+        )
+        if differ:
+            raise SchemaError(f"{path}: made with other settings than shard 0 ({differ}): not one retrieval")
+    return configs
+
+
+def _check_known_queries(found: pa.ChunkedArray, queries: pa.ChunkedArray, what: str) -> None:
+    unknown = pc.invert(pc.is_in(found, value_set=queries.combine_chunks()))
+    if pc.any(unknown).as_py():
+        example = found.filter(unknown)[0].as_py()
+        raise SchemaError(f"{what} holds query {example!r}, which is not in the queries artifact")
 
 
 def _add_negatives(
