@@ -24,8 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from lead_core import bm25  # noqa: E402
-from lead_core.data import ingest  # noqa: E402
+from lead_core import bm25, ingest  # noqa: E402
 from lead_core.data.trec import read_qrels, read_run  # noqa: E402
 from lead_core.evaluate import evaluate_run, format_table  # noqa: E402
 

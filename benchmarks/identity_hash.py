@@ -1,4 +1,4 @@
-"""Time to resolve a source's identity (lead_core.data.identity): what the pipeline's uncached
+"""Time to resolve a source's identity (lead_core.identity): what the pipeline's uncached
 identity step costs on every run.
 
 Sources: the real datasets in ../shared/datasets (SciFact, the DL19/DL20 pools), the MiniLM model
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lead_core.data.identity import identify
+from lead_core.identity import identify
 
 RESULTS = Path(__file__).resolve().parent / "results" / "identity_hash.json"
 DATASETS = Path(os.environ.get("LEAD_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))

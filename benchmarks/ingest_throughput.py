@@ -31,7 +31,7 @@ NUM_QUERIES = 1000
 
 CHILD = r"""
 import json, resource, sys, time
-from lead_core.data.ingest import Config, run
+from lead_core.ingest import Config, run
 import pyarrow, pandas, numpy  # noqa: F401  (imports counted in the baseline, not in ingest)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0, c0 = time.perf_counter(), time.process_time()

@@ -100,7 +100,7 @@ NAMED = [
     ),
     Mutant(
         "mine-excludes-by-min_relevance",
-        "lead_core/mine/__init__.py",
+        "lead_core/mine/stage.py",
         "negatives exclude documents judged >= min_relevance instead of >= exclude_relevance",
         "excluded = _judged(qrels, exclude_relevance)",
         "excluded = _judged(qrels, min_relevance)",

@@ -39,9 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from lead_core import bm25, encode, index, mine, report, rerank, search, train  # noqa: E402
+from lead_core import bm25, encode, index, ingest, mine, report, rerank, search, train  # noqa: E402
 from lead_core.artifacts import atomic_path  # noqa: E402
-from lead_core.data import ingest  # noqa: E402
 from lead_core.data.schema import QRELS, RUN, read_table  # noqa: E402
 from lead_core.evaluate import EvalResult, evaluate_run, qrels_dict  # noqa: E402
 from lead_core.models import ModelConfig, build_model, build_tiny_backbone, truncate_backbone  # noqa: E402

@@ -1,4 +1,4 @@
-"""Component: materialise an initial backbone (folder, hub id, package, tiny or truncated) (lead_core.backbones)."""
+"""Component: materialise an initial backbone (folder, hub id, package, tiny or truncated) (lead_core.backbone)."""
 
 from kfp import dsl
 from kfp.dsl import Model, Output
@@ -16,7 +16,7 @@ def backbone(source: str, source_identity: str, model: Output[Model]):
             into this task's cache key; recorded in the output's metadata.
         model: output backbone folder (config, safetensors weights, tokenizer).
     """
-    from lead_core.backbones import Config, run
+    from lead_core.backbone import Config, run
 
     model.metadata["source_identity"] = source_identity
     run(Config(source=source, out=model.path))

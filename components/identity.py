@@ -1,4 +1,4 @@
-"""Component: the identity of a dataset or backbone source, resolved at run time (lead_core.data.identity).
+"""Component: the identity of a dataset or backbone source, resolved at run time (lead_core.identity).
 
 Placed with caching off, its output is an input of the stage that reads the source (ingest,
 backbone): that stage's cache key then follows the source's contents, not only its URI.
@@ -20,6 +20,6 @@ def identity(source: str, kind: str) -> str:
     Returns:
         The identity digest (32 hex characters); the full description is printed to the task log.
     """
-    from lead_core.data.identity import Config, run
+    from lead_core.identity import Config, run
 
     return run(Config(source=source, kind=kind))["digest"]

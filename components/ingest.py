@@ -1,4 +1,4 @@
-"""Component: read one split of an MS MARCO or BEIR dataset into Parquet (lead_core.data.ingest)."""
+"""Component: read one split of an MS MARCO or BEIR dataset into Parquet (lead_core.ingest)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -26,7 +26,7 @@ def ingest(
             into this task's cache key; recorded in the output's metadata.
         data: output folder holding corpus.parquet, queries.parquet and qrels.parquet.
     """
-    from lead_core.data.ingest import Config, run
+    from lead_core.ingest import Config, run
 
     data.metadata["dataset_identity"] = dataset_identity
     run(

@@ -21,20 +21,21 @@ from lead_core import __version__
 from lead_core.config import add_arguments, from_args
 from lead_core.errors import UserError
 
-# stage name -> (module, one-line description)
-STAGES: dict[str, tuple[str, str]] = {
-    "ingest": ("lead_core.data.ingest", "read an MS MARCO or BEIR dataset into corpus/queries/qrels Parquet"),
-    "identity": ("lead_core.data.identity", "the identity (content digest) of a dataset or backbone source"),
-    "bm25": ("lead_core.bm25", "BM25 top-k run and BM25 or random negatives as training groups"),
-    "train": ("lead_core.train", "train a model: phase-1 DE, teacher/student warm-up, or distillation"),
-    "encode": ("lead_core.encode", "encode a corpus or queries with a dual encoder into embeddings"),
-    "index": ("lead_core.index", "build a faiss inner-product index over embeddings"),
-    "search": ("lead_core.search", "exact top-k search of query embeddings against an index"),
-    "mine": ("lead_core.mine", "mine hard negatives from a run into training groups"),
-    "rerank": ("lead_core.rerank", "re-score a run's top-k with a ColBERT or cross-encoder model"),
-    "evaluate": ("lead_core.evaluate", "TREC measures of a run against qrels; paired t-test vs a baseline"),
-    "report": ("lead_core.report", "a table and plots over the metrics of many runs"),
-    "export": ("lead_core.export", "a saved model as a sentence-transformers or plain transformers folder"),
+# stage name -> one-line description; the stage is the module `lead_core.<name>` (Config, run).
+STAGES: dict[str, str] = {
+    "ingest": "read an MS MARCO or BEIR dataset into corpus/queries/qrels Parquet",
+    "identity": "the identity (content digest) of a dataset or backbone source",
+    "backbone": "materialise a backbone source (folder, hub id, package, tiny, truncated) as a folder",
+    "bm25": "BM25 top-k run and BM25 or random negatives as training groups",
+    "train": "train a model: phase-1 DE, teacher/student warm-up, or distillation",
+    "encode": "encode a corpus or queries with a dual encoder into embeddings",
+    "index": "build a faiss inner-product index over embeddings",
+    "search": "exact top-k search of query embeddings against an index",
+    "mine": "mine hard negatives from a run into training groups",
+    "rerank": "re-score a run's top-k with a ColBERT or cross-encoder model",
+    "evaluate": "TREC measures of a run against qrels; paired t-test vs a baseline",
+    "report": "a table and plots over the metrics of many runs",
+    "export": "a saved model as a sentence-transformers or plain transformers folder",
 }
 
 
@@ -56,7 +57,7 @@ MULTI_PROCESS_STAGES = frozenset({"train", "encode", "search", "rerank"})
 
 
 def _load_stage(name: str):
-    module = importlib.import_module(STAGES[name][0])
+    module = importlib.import_module(f"lead_core.{name}")
     return module.Config, module.run
 
 
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lead_core {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
-    for name, (_, description) in STAGES.items():
+    for name, description in STAGES.items():
         sub.add_parser(name, help=description, description=description, add_help=False)
     return parser
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     config_cls, run = _load_stage(head.stage)
-    stage_parser = argparse.ArgumentParser(prog=f"lead {head.stage}", description=STAGES[head.stage][1])
+    stage_parser = argparse.ArgumentParser(prog=f"lead {head.stage}", description=STAGES[head.stage])
     add_arguments(stage_parser, config_cls)
     if head.stage in MULTI_PROCESS_STAGES:
         stage_parser.add_argument(

@@ -1,7 +1,7 @@
 """Named settings of the LEAD pipeline, as plain data (importable without kfp, used by benchmarks too).
 
 A profile maps every parameter of `pipelines/lead_msmarco.py` to a value; `profile(name)` returns a
-fresh copy, overrides applied. Model parameters are backbone sources (see lead_core.backbones):
+fresh copy, overrides applied. Model parameters are backbone sources (see lead_core.backbone):
 a folder, a hub id, `package:<module>`, `tiny:...` or `truncate:<layers>:<source>`.
 
   - msmarco: the paper's passage setting (§4.2): 12-layer ColBERT teacher → 6-layer DE student,

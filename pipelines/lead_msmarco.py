@@ -146,7 +146,7 @@ def build_pipeline(
         train_split: query split to train on.
         eval_split: query split to evaluate on.
         drop_unknown_qrels: drop qrels outside the corpus (pooled corpora) instead of failing.
-        phase1_model: backbone source of the phase-1 dual encoder (see lead_core.backbones).
+        phase1_model: backbone source of the phase-1 dual encoder (see lead_core.backbone).
         teacher_model: backbone source of the teacher.
         student_model: backbone source of the dual-encoder student.
         teacher_type: teacher architecture: cb (ColBERT), ce (cross-encoder) or de (dual encoder).

@@ -124,7 +124,7 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
         train_split: query split to train on.
         eval_split: query split to evaluate on.
         drop_unknown_qrels: drop qrels outside the corpus (pooled corpora).
-        teacher_model: backbone source of the teacher (see lead_core.backbones).
+        teacher_model: backbone source of the teacher (see lead_core.backbone).
         student_model: backbone source of the dual-encoder student.
         teacher_type: teacher architecture: cb or ce.
         search_k: retrieval depth of the evaluation runs.

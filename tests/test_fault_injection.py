@@ -31,13 +31,13 @@ SEED = int(os.environ.get("LEAD_FAULT_SEED", 20261202))  # the kill points (set 
 # Runs `lead <stage> <args>` and counts the calls of lead_core functions (main thread, after the
 # stage module is imported); SIGKILLs itself at call `kill_at` (0: never). Prints the count.
 _CHILD = r"""
-import importlib, json, os, signal, sys
+import json, os, signal, sys
 stage, kill_at, args = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 if stage in ("train", "encode"):
     import torch
     torch.set_num_threads(1)  # the same arithmetic as the reference run in the test process
 from lead_core import cli
-importlib.import_module(cli.STAGES[stage][0])
+cli._load_stage(stage)
 root = os.path.dirname(cli.__file__)
 calls = 0
 def count(frame, event, arg):

@@ -154,11 +154,11 @@ def test_missing_http_backend_names_the_package(monkeypatch):
 
 
 def test_missing_faiss_names_the_extra(monkeypatch):
-    from lead_core import index
+    from lead_core.index.stage import _faiss
 
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'lead-core\[faiss-cpu\]'"):
-        index._faiss()
+        _faiss()
 
 
 def test_missing_mlflow_names_the_extra_and_does_not_stop_the_stage(monkeypatch, caplog):

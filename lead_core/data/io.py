@@ -3,7 +3,7 @@
 Remote URIs (``http(s)://``, ``s3://``, ``gs://`` and anything else fsspec knows) are downloaded
 once into a cache folder (``$LEAD_CACHE_DIR``, default ``~/.cache/lead``) with a progress bar,
 then read from there. A cached file is keyed by its URI and by what the server reports for it
-(ETag, Last-Modified, length, version: lead_core.data.identity), so a file changed at the same URI
+(ETag, Last-Modified, length, version: lead_core.identity), so a file changed at the same URI
 is downloaded again; it appears only when its download
 finished (written through `atomic_path`), so an interrupted download is never mistaken for a
 complete one. Archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``) are unpacked once
@@ -214,7 +214,7 @@ def _remote_digest(uri: str) -> str:
     Part of every download's cache key: a file changed at the same URI is downloaded again instead
     of being read from an older download.
     """
-    from lead_core.data.identity import remote_identity  # identity builds on this module
+    from lead_core.identity import remote_identity  # identity builds on this module
 
     return remote_identity(uri).digest
 

@@ -6,7 +6,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from lead_core.data import ingest
+from lead_core import ingest
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="lead-bm25-tests-"))
 

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from lead_core.cli import main
-from lead_core.data.ingest import Config, run
 from lead_core.data.schema import CORPUS, QRELS, QUERIES, SchemaError, read_table
+from lead_core.ingest import Config, run
 from tests.data.helpers import beir_dir, msmarco_dir
 
 # A classic test collection in the BEIR layout: some documents have only a title, three (e2, e3,

@@ -1,4 +1,4 @@
-"""Source identities (lead_core.data.identity): the content decides, not the name, size or mtime."""
+"""Source identities (lead_core.identity): the content decides, not the name, size or mtime."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from lead_core.data import beir, io
-from lead_core.data.identity import (
+from lead_core.identity import (
     backbone_identity,
     dataset_identity,
     file_sha256,
@@ -170,14 +170,14 @@ def test_remote_folder_identity_uses_every_objects_version(object_store, caplog)
     assert dataset_identity("versioned://bucket/data").digest != first.digest
 
     # A backend that reports nothing but a length: a weak identity, said so.
-    with caplog.at_level(logging.WARNING, logger="lead_core.data.identity"):
+    with caplog.at_level(logging.WARNING, logger="lead_core.identity"):
         weak = dataset_identity("memory://bucket/data")
     assert weak.description["weak"] == ["corpus.jsonl", "qrels/test.tsv"]
     assert "only a length" in caplog.text
 
 
 def test_backbone_sources(tmp_path, tiny_bert, monkeypatch):
-    from lead_core.backbones import package_model_dir
+    from lead_core.backbone import package_model_dir
 
     assert backbone_identity("tiny:bert:2:32:1").digest == backbone_identity("tiny:bert:2:32:1").digest
     assert backbone_identity("tiny:bert:2:32:1").digest != backbone_identity("tiny:bert:2:32:2").digest

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lead_core.cli import main
-from lead_core.data.ingest import Config, run
 from lead_core.data.schema import CORPUS, QRELS, QUERIES, SchemaError, read_metadata, read_table
+from lead_core.ingest import Config, run
 from tests.data.helpers import beir_dir, msmarco_dir, write_lines
 
 

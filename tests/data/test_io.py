@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from lead_core.data import io
-from lead_core.data.ingest import Config, run
 from lead_core.data.schema import SchemaError
 from lead_core.errors import MissingExtraError
+from lead_core.ingest import Config, run
 from tests.data.helpers import beir_dir
 
 

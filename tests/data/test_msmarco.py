@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lead_core.data import msmarco
-from lead_core.data.ingest import Config, run
 from lead_core.data.schema import GROUPS, RUN, SchemaError, read_table
+from lead_core.ingest import Config, run
 from tests.data.helpers import msmarco_dir, write_lines
 
 

@@ -1,10 +1,10 @@
-"""Backbone sources of the pipeline's `backbone` stage (lead_core.backbones)."""
+"""Backbone sources of the pipeline's `backbone` stage (lead_core.backbone)."""
 
 import json
 
 import pytest
 
-from lead_core.backbones import Config, package_model_dir, prepare_backbone, resolve_folder, run
+from lead_core.backbone import Config, package_model_dir, prepare_backbone, resolve_folder, run
 from lead_core.config import ConfigError
 
 

@@ -15,8 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from lead_core import bm25, encode, index, mine, rerank, search, train
-from lead_core.data import ingest
+from lead_core import bm25, encode, index, ingest, mine, rerank, search, train
 from lead_core.data.schema import CORPUS, GROUPS, QRELS, QUERIES, RUN, read_metadata, read_table, write_table
 from lead_core.evaluate import evaluate_run
 from lead_core.models import read_model_config

@@ -78,16 +78,18 @@ def test_read_flat_index_reads_what_faiss_writes(tmp_path):
 
 
 def test_auto_backend(monkeypatch):
+    from lead_core.search import stage  # choose_backend reads gpu_available / faiss_installed there
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setattr(search, "gpu_available", lambda: False)
+    monkeypatch.setattr(stage, "gpu_available", lambda: False)
     assert search.choose_backend("auto", "auto", cpu) == "faiss"
     assert search.choose_backend("auto", "auto", cuda) == "torch"  # faiss without a GPU build
     assert search.choose_backend("auto", "no", cuda) == "faiss"
     assert search.choose_backend("torch", "auto", cpu) == "torch"
-    monkeypatch.setattr(search, "gpu_available", lambda: True)
+    monkeypatch.setattr(stage, "gpu_available", lambda: True)
     assert search.choose_backend("auto", "auto", cuda) == "faiss"
-    monkeypatch.setattr(search, "gpu_available", lambda: False)
-    monkeypatch.setattr(search, "faiss_installed", lambda: False)
+    monkeypatch.setattr(stage, "gpu_available", lambda: False)
+    monkeypatch.setattr(stage, "faiss_installed", lambda: False)
     assert search.choose_backend("auto", "auto", cpu) == "torch"
 
 

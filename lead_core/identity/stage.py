@@ -18,7 +18,7 @@ JSON-able `description` (for logs and artifact metadata):
     (s3, gs): the same for every file under it. No content is downloaded. A backend that reports
     nothing but a length gives a *weak* identity (flagged in the description, with a warning).
   - ``beir:<name>``: the remote identity of BEIR's public archive for `name`.
-  - backbones (`kind="backbone"`, grammar in lead_core.backbones): ``package:<module>`` -> its model
+  - backbones (`kind="backbone"`, grammar in lead_core.backbone): ``package:<module>`` -> its model
     folder; ``truncate:<layers>:<source>`` -> the inner source's identity (plus the layer count);
     ``tiny:...`` -> the source string itself (generated from it, seed included); a hub id -> the
     hub's commit of its main revision (or, offline, the commit in the local Hugging Face cache).
@@ -232,7 +232,7 @@ def _hub_commit(repo_id: str) -> tuple[str, str]:
 
 
 def backbone_identity(source: str) -> Identity:
-    """The identity of a backbone source (grammar in lead_core.backbones; module docstring here)."""
+    """The identity of a backbone source (grammar in lead_core.backbone; module docstring here)."""
     if source.startswith("tiny:"):
         return Identity(
             _digest({"type": "generated", "source": source}), {"type": "generated", "source": source}
@@ -245,7 +245,7 @@ def backbone_identity(source: str) -> Identity:
     if source.startswith("package:"):
         from importlib import metadata
 
-        from lead_core.backbones import package_model_dir
+        from lead_core.backbone import package_model_dir
 
         module = source.removeprefix("package:")
         folder = local_identity(package_model_dir(module))
@@ -263,7 +263,7 @@ def backbone_identity(source: str) -> Identity:
 
 
 def identify(source: str, kind: Kind) -> Identity:
-    """The identity of a `kind` source ("dataset": what `lead ingest` reads; "backbone": lead_core.backbones)."""
+    """The identity of a `kind` source ("dataset": what `lead ingest` reads; "backbone": lead_core.backbone)."""
     if kind == "dataset":
         return dataset_identity(source)
     if kind == "backbone":
