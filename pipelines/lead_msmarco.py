@@ -8,11 +8,12 @@
     teachers (warm, and after joint LEAD) rerank the phase-1 DE's eval top-k ◀─────────────┘ ─ evaluate
     baselines: BM25, the phase-1 DE and the warm student (no distillation) are evaluated too.
 
-Usage:
+Usage (after `pip install -e .`, which makes components/, pipelines/ and images/ importable):
     python pipelines/lead_msmarco.py --local [--profile cpu] [--dataset URI] [--workdir DIR]
                                      [--set tau_l=5 ...] [--force distill ...]
     python pipelines/lead_msmarco.py --compile lead.yaml [--profile msmarco] [--mlflow-uri URI]
     python pipelines/lead_msmarco.py --submit --endpoint URL [--profile gpu --model-dir /models]
+    kfp dsl compile --py pipelines/lead_msmarco.py --output lead.yaml   # `lead_pipeline`: msmarco defaults
 
 Locally every task runs in a subprocess of this Python (kfp.local's SubprocessRunner, nothing is
 pip-installed) with caching on: a task whose component, image, command and inputs (input artifact
@@ -32,20 +33,18 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from kfp import dsl
+from kfp.dsl import Metrics, Model
 
-from kfp import compiler, dsl  # noqa: E402
-from kfp.dsl import Metrics, Model  # noqa: E402
-
-import components as c  # noqa: E402
-from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA  # noqa: E402
-from components.placement import GPU_COMPONENTS, TaskPlacer  # noqa: E402
-from images.reference import code_hash  # noqa: E402
-from lead_core.profiles import DEFAULT_MODEL_DIR, MSMARCO, PROFILES, profile  # noqa: E402
-from pipelines.local_console import TaskFailed, task_console  # noqa: E402
-from pipelines.local_docker import DockerSetup  # noqa: E402
+import components as c
+from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA
+from components.placement import GPU_COMPONENTS, TaskPlacer
+from images.reference import code_hash
+from lead_core.profiles import MSMARCO, profile
+from pipelines import cli
+from pipelines.local_console import TaskFailed, task_console
+from pipelines.local_docker import DockerSetup
+from pipelines.wiring import Wiring
 
 PIPELINE_NAME = "lead-msmarco"
 D = MSMARCO  # parameter defaults: the msmarco profile
@@ -184,36 +183,21 @@ def build_pipeline(
         place = TaskPlacer(
             accelerator_type, gpu_count, mlflow_tracking_uri, fingerprint, force, stages, images
         )
-
-        # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
-        dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
-        train_data = place(
-            "ingest-train",
-            c.ingest(
-                source=dataset_uri,
-                layout=dataset_layout,
-                split=train_split,
-                drop_unknown_qrels=drop_unknown_qrels,
-                dataset_identity=dataset_identity,
-            ),
-        ).outputs["data"]
-        eval_data = place(
-            "ingest-eval",
-            c.ingest(
-                source=dataset_uri,
-                layout=dataset_layout,
-                split=eval_split,
-                drop_unknown_qrels=drop_unknown_qrels,
-                dataset_identity=dataset_identity,
-            ),
-        ).outputs["data"]
+        wire = Wiring(
+            place,
+            dataset_uri=dataset_uri,
+            dataset_layout=dataset_layout,
+            train_split=train_split,
+            eval_split=eval_split,
+            drop_unknown_qrels=drop_unknown_qrels,
+            train_options=train_options,
+            batch_size=batch_size,
+            train_negatives=train_negatives,
+            seed=seed,
+        )
+        train_data, eval_data = wire.train_data, wire.eval_data
         inits = {
-            role: place(
-                f"backbone-{role}",
-                c.backbone(
-                    source=source, source_identity=place.identity(f"identity-{role}", source, "backbone")
-                ),
-            ).outputs["model"]
+            role: wire.backbone(role, source)
             for role, source in (
                 ("phase1", phase1_model),
                 ("teacher", teacher_model),
@@ -222,132 +206,63 @@ def build_pipeline(
         }
 
         # Phase 1: a dual encoder on BM25 (or random) negatives.
-        bm25_train = place(
-            "bm25-train",
-            c.bm25(data=train_data, k=bm25_k, negatives=negatives, num_negatives=negative_pool, seed=seed),
+        bm25_train = wire.bm25("bm25-train", train_data, bm25_k, negatives, negative_pool)
+        phase1 = wire.train(
+            "phase1", bm25_train.outputs["groups"], inits["phase1"], "de", phase1_steps, phase1_lr
         )
-        batch = {"batch_size": batch_size, "num_negatives": train_negatives, "seed": seed}
-        phase1 = place(
-            "phase1",
-            c.train(
-                groups=bm25_train.outputs["groups"],
-                data=train_data,
-                init=inits["phase1"],
-                options=train_options,
-                params={"architecture": "de", "max_steps": phase1_steps, "lr": phase1_lr, **batch},
-            ),
-        ).outputs["model"]
-        phase1_index = place(
-            "phase1-index",
-            c.index(
-                embeddings=place("phase1-encode", c.encode(model=phase1, data=train_data)).outputs[
-                    "embeddings"
-                ]
-            ),
-        ).outputs["index"]
-        train_run = place(
-            "phase1-search-train", c.search(index=phase1_index, model=phase1, data=train_data, k=mine_depth)
-        ).outputs["run"]
-        phase1_eval_run = place(
-            "phase1-search-eval", c.search(index=phase1_index, model=phase1, data=eval_data, k=search_k)
-        ).outputs["run"]
-        hard = place(
-            "mine",
-            c.mine(
-                run=train_run,
-                data=train_data,
-                depth=mine_depth,
-                skip=mine_skip,
-                num_negatives=negative_pool,
-                seed=seed,
-            ),
-        ).outputs["groups"]
+        phase1_index = wire.index("phase1", phase1, train_data)
+        train_run = wire.search("phase1-search-train", phase1_index, phase1, train_data, mine_depth)
+        phase1_eval_run = wire.search("phase1-search-eval", phase1_index, phase1, eval_data, search_k)
+        hard = wire.mine(train_run, mine_depth, mine_skip, negative_pool)
 
         # Phase 2: teacher and student warm-ups on the mined negatives (independent: they run in parallel).
-        teacher_warm = place(
-            "teacher-warmup",
-            c.train(
-                groups=hard,
-                data=train_data,
-                init=inits["teacher"],
-                options=train_options,
-                params={"architecture": teacher_type, "max_steps": warmup_steps, "lr": teacher_lr, **batch},
-            ),
-        ).outputs["model"]
-        student_warm = place(
-            "student-warmup",
-            c.train(
-                groups=hard,
-                data=train_data,
-                init=inits["student"],
-                options=train_options,
-                params={"architecture": "de", "max_steps": warmup_steps, "lr": student_lr, **batch},
-            ),
-        ).outputs["model"]
+        teacher_warm = wire.train(
+            "teacher-warmup", hard, inits["teacher"], teacher_type, warmup_steps, teacher_lr
+        )
+        student_warm = wire.train("student-warmup", hard, inits["student"], "de", warmup_steps, student_lr)
 
         # Phase 3: distillation.
-        distilled = place(
-            "distill",
-            c.distill(
-                groups=hard,
-                data=train_data,
-                student=student_warm,
-                teacher=teacher_warm,
-                options=train_options,
-                params={
-                    "method": method,
-                    "k": k,
-                    "tau_d": tau_d,
-                    "tau_l": tau_l,
-                    "reweight": reweight,
-                    "joint": joint,
-                    "selection": selection,
-                    "max_steps": distill_steps,
-                    "lr": distill_lr,
-                    **batch,
-                },
-            ),
+        distilled = wire.distill(
+            hard,
+            student_warm,
+            teacher_warm,
+            {
+                "method": method,
+                "k": k,
+                "tau_d": tau_d,
+                "tau_l": tau_l,
+                "reweight": reweight,
+                "joint": joint,
+                "selection": selection,
+                "max_steps": distill_steps,
+                "lr": distill_lr,
+                **wire.batch,
+            },
         )
 
-        def retrieve(name: str, model):
-            """The model's top search_k for the evaluation queries (corpus encoded and indexed)."""
-            embeddings = place(f"{name}-encode", c.encode(model=model, data=eval_data)).outputs["embeddings"]
-            built = place(f"{name}-index", c.index(embeddings=embeddings)).outputs["index"]
-            return place(
-                f"{name}-search", c.search(index=built, model=model, data=eval_data, k=search_k)
-            ).outputs["run"]
-
-        def rerank(name: str, model):
-            return place(
-                f"{name}-rerank", c.rerank(model=model, run=phase1_eval_run, data=eval_data, k=rerank_k)
-            ).outputs["reranked"]
-
+        # Teachers rerank the phase-1 DE's evaluation run; students retrieve from their own index.
         runs = {
-            "bm25": place(
-                "bm25-eval", c.bm25(data=eval_data, k=search_k, negatives="bm25", num_negatives=1, seed=seed)
-            ).outputs["run"],
+            "bm25": wire.bm25("bm25-eval", eval_data, search_k, "bm25", 1).outputs["run"],
             "phase1": phase1_eval_run,
-            "teacher": rerank("teacher", teacher_warm),
-            "teacher_distilled": rerank("teacher-distilled", distilled.outputs["teacher_out"]),
-            "student_warm": retrieve("student-warm", student_warm),
-            "student": retrieve("student", distilled.outputs["model"]),
+            "teacher": wire.rerank("teacher-rerank", teacher_warm, phase1_eval_run, rerank_k),
+            "teacher_distilled": wire.rerank(
+                "teacher-distilled-rerank", distilled.outputs["teacher_out"], phase1_eval_run, rerank_k
+            ),
+            "student_warm": wire.retrieve("student-warm", student_warm, search_k)[1],
+            "student": wire.retrieve("student", distilled.outputs["model"], search_k)[1],
         }
         baselines = {"student": runs["student_warm"], "teacher_distilled": runs["teacher"]}
-        results = {}
-        for system, run in runs.items():
-            extra = {"baseline": baselines[system]} if system in baselines else {}
-            task = place(
+        results = {
+            system: wire.evaluate(
                 f"evaluate-{system.replace('_', '-')}",
-                c.evaluate(
-                    run=run,
-                    data=eval_data,
-                    name=SYSTEMS[system],
-                    measures=metrics,
-                    relevance_level=relevance_level,
-                    **extra,
-                ),
+                run,
+                SYSTEMS[system],
+                metrics,
+                relevance_level,
+                baseline=baselines.get(system),
             )
-            results[system] = task.outputs["metrics"]
+            for system, run in runs.items()
+        }
         # The final student for use elsewhere: SentenceTransformer(folder), and with tracking on an
         # MLflow model registered as "<pipeline>-student" (alias candidate: the newest version).
         results["student_model"] = place(
@@ -357,13 +272,19 @@ def build_pipeline(
                 teacher=distilled.outputs["teacher_out"],
                 metrics=results["student"],
                 teacher_source=teacher_model,
-                dataset=dataset_identity,
+                dataset=wire.dataset_identity,
                 registered_model_name=f"{PIPELINE_NAME}-student",
             ),
         ).outputs["exported"]
         return Results(**results)
 
     return lead_pipeline, stages
+
+
+# The pipeline with its built-in defaults (the msmarco profile; tracking from the `lead-tracking`
+# ConfigMap): what `kfp dsl compile --py pipelines/lead_msmarco.py` compiles. STAGES: its stage
+# names -> compiled task names (the names --force takes; the same for every build).
+lead_pipeline, STAGES = build_pipeline()
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -439,7 +360,6 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
     pipeline_root.mkdir(parents=True, exist_ok=True)
     # The subprocesses inherit this environment (containers: see local_docker); none of it enters a cache key.
     os.environ.setdefault(TRACKING_URI_ENV, local_default_uri(workdir))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     docker = DockerSetup(values, pipeline_root, GPU_COMPONENTS) if args.runner == "docker" else None
     pipeline, stages = build_pipeline(
         force=frozenset(args.force or ()),
@@ -522,16 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--local", action="store_true", help="run locally through kfp.local (caching on)")
-    mode.add_argument("--compile", metavar="FILE", help="write the pipeline spec (YAML) for `kfp run create`")
-    mode.add_argument("--submit", action="store_true", help="submit a run to a KFP endpoint (kfp.Client)")
+    cli.add_compile_submit(mode)
     mode.add_argument("--list-stages", action="store_true", help="print the stage names (for --force)")
-    parser.add_argument(
-        "--profile", choices=PROFILES, default="cpu", help="parameter defaults (lead_core.profiles)"
-    )
+    cli.add_profile(parser)
     parser.add_argument("--dataset", help="dataset folder or URI (overrides the profile's)")
-    parser.add_argument(
-        "--model-dir", default=DEFAULT_MODEL_DIR, help="where the gpu profile finds all-mpnet-base-v2"
-    )
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one pipeline parameter")
     parser.add_argument("--force", action="append", metavar="STAGE", help="re-run this stage (cache off)")
     parser.add_argument(
@@ -551,17 +465,14 @@ def main(argv: list[str] | None = None) -> int:
         help="local: print every task's output (kfp.local's executor input and logs) instead of one "
         "line per task; without it the output goes to WORKDIR/logs/<time>/<stage>.log",
     )
-    parser.add_argument("--endpoint", help="submit: KFP API endpoint URL")
-    parser.add_argument("--experiment", default="lead", help="submit: KFP experiment name")
-    parser.add_argument("--mlflow-uri", default="", help="compile/submit: MLFLOW_TRACKING_URI of every task")
+    cli.add_cluster(parser)
     args = parser.parse_args(argv)
 
-    _, stages = build_pipeline()
-    unknown = sorted(set(args.force or ()) - set(stages))
+    unknown = sorted(set(args.force or ()) - set(STAGES))
     if unknown:
-        parser.error(f"--force: unknown stage(s) {unknown}; stages are {sorted(stages)}")
+        parser.error(f"--force: unknown stage(s) {unknown}; stages are {sorted(STAGES)}")
     if args.list_stages:
-        print("\n".join(stages))
+        print("\n".join(STAGES))
         return 0
     if args.local:
         try:
@@ -571,19 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     values = parameters(args)
     pipeline, _ = build_pipeline(force=frozenset(args.force or ()), mlflow_tracking_uri=args.mlflow_uri)
-    if args.compile:
-        compiler.Compiler().compile(pipeline, args.compile, pipeline_parameters=values)
-        print(f"wrote {args.compile} (profile {args.profile})")
-        return 0
-    if not args.endpoint:
-        parser.error("--submit needs --endpoint URL")
-    from kfp import Client
-
-    run = Client(host=args.endpoint).create_run_from_pipeline_func(
-        pipeline, arguments=values, experiment_name=args.experiment, run_name=f"lead-{args.profile}"
+    return cli.compile_or_submit(
+        parser, args, pipeline, values, run_name=f"lead-{args.profile}", what=f"profile {args.profile}"
     )
-    print(f"submitted run {run.run_id} to {args.endpoint}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+"""The stages both pipelines (lead_msmarco, lead_quality) wire alike: ingest, backbones, training,
+retrieval, mining, reranking and evaluation over one dataset's train and evaluation splits.
+
+Used inside a `@dsl.pipeline` function: `Wiring` adds tasks to the pipeline being built, each
+placed (named, resourced, tracked) by the pipeline's one `TaskPlacer`. Tasks are added in call
+order, and that order fixes their compiled names (search, search-2, ...), so the call order of a
+pipeline is part of its compiled spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import components as c
+from components.placement import TaskPlacer
+
+
+class Wiring:
+    """The shared stages of a pipeline over one dataset, placed through `place`.
+
+    Made inside the pipeline function (its arguments are the pipeline's parameters): resolves the
+    dataset's identity (task `identity-dataset`, never cached) and ingests both splits (tasks
+    `ingest-train`, `ingest-eval`), whose cache keys then follow the dataset's contents.
+    Every training run gets `train_options` and the same batch (`batch_size` queries with
+    `train_negatives` negatives each) and `seed`; BM25 and mining use `seed` too.
+    """
+
+    def __init__(
+        self,
+        place: TaskPlacer,
+        *,
+        dataset_uri,
+        dataset_layout,
+        train_split,
+        eval_split,
+        drop_unknown_qrels,
+        train_options,
+        batch_size,
+        train_negatives,
+        seed,
+    ):
+        self.place = place
+        self.train_options = train_options
+        self.seed = seed
+        # lead_core.train.Config fields every training run shares (after its own, in this order).
+        self.batch = {"batch_size": batch_size, "num_negatives": train_negatives, "seed": seed}
+        # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
+        self.dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
+        self.train_data, self.eval_data = (
+            place(
+                f"ingest-{name}",
+                c.ingest(
+                    source=dataset_uri,
+                    layout=dataset_layout,
+                    split=split,
+                    drop_unknown_qrels=drop_unknown_qrels,
+                    dataset_identity=self.dataset_identity,
+                ),
+            ).outputs["data"]
+            for name, split in (("train", train_split), ("eval", eval_split))
+        )
+
+    def backbone(self, role: str, source) -> Any:
+        """The initial model of `role` from a backbone source (tasks `identity-<role>`, `backbone-<role>`)."""
+        source_identity = self.place.identity(f"identity-{role}", source, "backbone")
+        return self.place(
+            f"backbone-{role}", c.backbone(source=source, source_identity=source_identity)
+        ).outputs["model"]
+
+    def bm25(self, name: str, data, k, negatives, num_negatives) -> Any:
+        """Task `name`: BM25's top k of `data`'s queries (output "run") and their negative pools
+        ("groups": BM25 or random negatives)."""
+        return self.place(
+            name, c.bm25(data=data, k=k, negatives=negatives, num_negatives=num_negatives, seed=self.seed)
+        )
+
+    def train(self, name: str, groups, init, architecture, max_steps, lr) -> Any:
+        """Task `name`: `architecture` (de, cb or ce) trained from `init` on the train split's
+        `groups` without a teacher (phase-1 DE, warm-ups); its output model."""
+        return self.place(
+            name,
+            c.train(
+                groups=groups,
+                data=self.train_data,
+                init=init,
+                options=self.train_options,
+                params={"architecture": architecture, "max_steps": max_steps, "lr": lr, **self.batch},
+            ),
+        ).outputs["model"]
+
+    def distill(self, groups, student, teacher, params) -> Any:
+        """Task `distill`: the teacher distilled into the student on the train split's `groups`;
+        `params` are its lead_core.train.Config fields (method, steps, lr, batch, seed ...)."""
+        return self.place(
+            "distill",
+            c.distill(
+                groups=groups,
+                data=self.train_data,
+                student=student,
+                teacher=teacher,
+                options=self.train_options,
+                params=params,
+            ),
+        )
+
+    def index(self, name: str, model, data) -> Any:
+        """`data`'s corpus encoded by `model` and indexed (tasks `<name>-encode`, `<name>-index`)."""
+        embeddings = self.place(f"{name}-encode", c.encode(model=model, data=data)).outputs["embeddings"]
+        return self.place(f"{name}-index", c.index(embeddings=embeddings)).outputs["index"]
+
+    def search(self, name: str, index, model, data, k) -> Any:
+        """Task `name`: `model`'s top k in `index` for `data`'s queries (a run)."""
+        return self.place(name, c.search(index=index, model=model, data=data, k=k)).outputs["run"]
+
+    def retrieve(self, name: str, model, k) -> tuple[Any, Any]:
+        """(index, run): the evaluation corpus indexed by `model`, and its top k for the evaluation
+        queries (tasks `<name>-encode`, `<name>-index`, `<name>-search`)."""
+        index = self.index(name, model, self.eval_data)
+        return index, self.search(f"{name}-search", index, model, self.eval_data, k)
+
+    def mine(self, run, depth, skip, num_negatives) -> Any:
+        """Task `mine`: hard negatives of the train queries from `run`'s ranks skip+1..depth (groups)."""
+        return self.place(
+            "mine",
+            c.mine(
+                run=run,
+                data=self.train_data,
+                depth=depth,
+                skip=skip,
+                num_negatives=num_negatives,
+                seed=self.seed,
+            ),
+        ).outputs["groups"]
+
+    def rerank(self, name: str, model, run, k) -> Any:
+        """Task `name`: `model` re-scores the top k of `run` (an evaluation run); the reranked run."""
+        return self.place(name, c.rerank(model=model, run=run, data=self.eval_data, k=k)).outputs["reranked"]
+
+    def evaluate(self, name: str, run, system: str, measures, relevance_level, baseline=None) -> Any:
+        """Task `name`: `run`'s measures on the evaluation qrels, as `system` in its table, with
+        paired t-tests against `baseline` (a run) when given; the Metrics artifact."""
+        extra = {"baseline": baseline} if baseline is not None else {}
+        return self.place(
+            name,
+            c.evaluate(
+                run=run,
+                data=self.eval_data,
+                name=system,
+                measures=measures,
+                relevance_level=relevance_level,
+                **extra,
+            ),
+        ).outputs["metrics"]
