@@ -51,16 +51,28 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def setup() -> DistContext:
-    """Read torchrun's environment, pick the device and join the process group (if world > 1)."""
+def _rank_environment() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+    return rank, world_size, int(os.environ.get("LOCAL_RANK", str(rank)))
+
+
+def local_device() -> torch.device:
+    """This process's device: cuda:LOCAL_RANK under torchrun (one GPU per rank), the current CUDA
+    device in a single process, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    _, world_size, local_rank = _rank_environment()
+    return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+
+
+def setup() -> DistContext:
+    """Read torchrun's environment, pick the device and join the process group (if world > 1)."""
+    rank, world_size, local_rank = _rank_environment()
+    device = local_device()
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     owns = False
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
@@ -169,7 +181,7 @@ def accelerator_count() -> int:
 
 def launched_world_size() -> int:
     """WORLD_SIZE as torchrun or `launch` set it for this process (1 when none did)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _rank_environment()[1]
 
 
 def _run_rank(entry: Callable[[Any], R], config: Any, threads: int, log_level: int) -> R:

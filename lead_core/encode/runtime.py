@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from lead_core import distributed
 from lead_core.config import ConfigError
 from lead_core.data.schema import SchemaError
 from lead_core.models import load_model
@@ -19,9 +19,7 @@ from lead_core.models.base import RetrievalModel
 def resolve_device(name: str = "auto") -> torch.device:
     """ "auto": this process's GPU (cuda:LOCAL_RANK under torchrun) when CUDA is available, else CPU."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        return torch.device("cpu")
+        return distributed.local_device()
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
