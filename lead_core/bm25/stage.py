@@ -145,7 +145,7 @@ class Config:
                 raise ConfigError(
                     "--merge-runs needs --out-run and --merge-groups needs --out-groups (and back)"
                 )
-        if self.out_groups and not self.qrels:
+        if self.out_groups and not self.qrels and not self.merge_groups:
             raise ConfigError("--out-groups needs --qrels: groups are built from each query's positives")
         triples_groups_only = self.negatives == "triples" and self.out_groups
         if not self.out_run and not (self.out_index or triples_groups_only):
