@@ -9,8 +9,8 @@ dual encoders train on BM25 or random negatives; the paper's are the official tr
 Fanned out over a cluster, the same stage runs in three roles: `--out-index DIR` builds and saves
 the index once; `--index DIR --shard i/n` retrieves query shard i of n against it (shard i is the
 i-th of n contiguous runs of query batches, so a shard's rows are exactly the single task's rows
-for those batches); `--merge-runs ... --merge-groups ...` concatenates the shards' outputs, in
-shard order, into the run and groups that one task (`--shard 0/1`, the default) writes.
+for those batches); `--merge-runs ... --merge-groups ...` concatenates the shards' outputs (given in
+any order: each artifact's metadata names its shard) in shard order into the run and groups that one task (`--shard 0/1`, the default) writes.
 """
 
 from __future__ import annotations
@@ -122,11 +122,13 @@ class Config:
     )
     merge_runs: list[str] = field(
         default_factory=list,
-        metadata={"help": "merge: the shards' runs, in shard order, concatenated into --out-run"},
+        metadata={"help": "merge: every shard's run (any order), concatenated in shard order into --out-run"},
     )
     merge_groups: list[str] = field(
         default_factory=list,
-        metadata={"help": "merge: the shards' groups, in shard order, concatenated into --out-groups"},
+        metadata={
+            "help": "merge: every shard's groups (any order), concatenated in shard order into --out-groups"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -386,13 +388,12 @@ def _warn_triples(config: Config, made: TriplesGroups) -> None:
 def _merge(config: Config) -> dict:
     """Concatenate shard runs / groups (in shard order) into the outputs one task would write."""
     started = time.perf_counter()
-    shard_configs = _check_shards(config.merge_runs, RUN) if config.merge_runs else []
+    run_paths, shard_configs = _check_shards(config.merge_runs, RUN) if config.merge_runs else ([], [])
+    group_paths: list[str] = []
     if config.merge_groups:
-        group_configs = _check_shards(config.merge_groups, GROUPS)
+        group_paths, group_configs = _check_shards(config.merge_groups, GROUPS)
         if shard_configs and len(group_configs) != len(shard_configs):
-            raise ConfigError(
-                f"{len(config.merge_runs)} shard runs but {len(config.merge_groups)} shard groups"
-            )
+            raise ConfigError(f"{len(run_paths)} shard runs but {len(group_paths)} shard groups")
         shard_configs = shard_configs or group_configs
     # the metadata a single task would have written: the shards' settings, shard 0/1, these outputs
     single = {
@@ -408,7 +409,7 @@ def _merge(config: Config) -> dict:
     with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups):
         if config.merge_runs:
             with open_writer(out_run, RUN, config=single) as writer:
-                for path in config.merge_runs:
+                for path in run_paths:
                     for batch in iter_batches(path, RUN):
                         writer.write(batch)
             run_qids = read_table(out_run, RUN, columns=["query_id"]).column("query_id")
@@ -417,7 +418,7 @@ def _merge(config: Config) -> dict:
                 write_trec_run(read_table(out_run, RUN), out_trec, tag=config.tag)
             summary.update(run_rows=len(run_qids), num_queries=pc.count_distinct(run_qids).as_py())
         if config.merge_groups:
-            groups = pa.concat_tables([read_table(path, GROUPS) for path in config.merge_groups])
+            groups = pa.concat_tables([read_table(path, GROUPS) for path in group_paths])
             _check_known_queries(groups.column("query_id"), queries, "the merged groups")
             write_table(groups, out_groups, GROUPS, config=single)  # also checks query ids unique over shards
             summary.update(num_groups=groups.num_rows)
@@ -431,21 +432,31 @@ def _merge(config: Config) -> dict:
 _PER_SHARD = ("shard", "out_run", "out_trec", "out_groups", "out_index", "index")
 
 
-def _check_shards(paths: list[str], schema) -> list[dict]:
-    """The shard artifacts' configs; fails unless they are shards 0..n-1 of n, in order, of one retrieval."""
-    configs = [read_metadata(p)["config"] for p in paths]
-    for i, (path, made) in enumerate(zip(paths, configs)):
-        if made.get("shard") != f"{i}/{len(paths)}":
+def _check_shards(paths: list[str], schema) -> tuple[list[str], list[dict]]:
+    """The shard artifacts in shard order and their configs; fails unless they are shards 0..n-1
+    of n of one retrieval (KFP's collected outputs come in no guaranteed order)."""
+    found = []
+    for path in paths:
+        made = read_metadata(path)["config"]
+        try:
+            index, count = parse_shard(str(made.get("shard")))
+        except ConfigError:
+            raise SchemaError(f"{path}: not a {schema.name!r} artifact of `lead bm25 --shard`") from None
+        found.append((index, count, path, made))
+    found.sort(key=lambda item: item[0])
+    for expected, (index, count, path, made) in enumerate(found):
+        if (index, count) != (expected, len(paths)):
             raise SchemaError(
-                f"{path}: expected shard {i}/{len(paths)} of the {len(paths)} given "
-                f"({schema.name} artifacts in shard order), found shard {made.get('shard', 'none')!r}"
+                f"{path}: shard {index}/{count}, but the {len(paths)} {schema.name} artifacts given "
+                f"should be shards 0/{len(paths)} to {len(paths) - 1}/{len(paths)}, each once"
             )
+        first = found[0][3]
         differ = sorted(
-            k for k in set(made) | set(configs[0]) if k not in _PER_SHARD and made.get(k) != configs[0].get(k)
+            k for k in set(made) | set(first) if k not in _PER_SHARD and made.get(k) != first.get(k)
         )
         if differ:
             raise SchemaError(f"{path}: made with other settings than shard 0 ({differ}): not one retrieval")
-    return configs
+    return [item[2] for item in found], [item[3] for item in found]
 
 
 def _check_known_queries(found: pa.ChunkedArray, queries: pa.ChunkedArray, what: str) -> None:

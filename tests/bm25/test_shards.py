@@ -108,11 +108,23 @@ def test_merge_and_index_errors(scifact_train, tmp_path):
         settings = {"merge_runs": run_paths, "out_trec": None, "out_groups": None, "qrels": None}
         return stage.run(_config(scifact_train, tmp_path / "bad-merge", **{**settings, **overrides}))
 
-    with pytest.raises(SchemaError, match=r"shard-1/run.parquet: expected shard 0/2 .* found shard '1/2'"):
-        merge(runs[::-1])
-    with pytest.raises(SchemaError, match=r"shard-0/run.parquet: expected shard 0/1 .* found shard '0/2'"):
-        merge(runs[:1])
-    assert not (tmp_path / "bad-merge").exists()
+    # collected outputs come in any order: the merge orders them by the shard their metadata names
+    merge(runs[::-1])
+    assert read_table(tmp_path / "bad-merge" / "run.parquet", RUN).equals(
+        read_table(merged / "run.parquet", RUN)
+    )
+    (tmp_path / "bad-merge" / "run.parquet").unlink()
+    with pytest.raises(
+        SchemaError, match=r"shard-1/run.parquet: shard 1/2, but the 1 run artifacts given should"
+    ):
+        merge(runs[1:])
+    with pytest.raises(
+        SchemaError, match=r"shard 0/2, but the 2 run artifacts given should be shards 0/2 to 1/2"
+    ):
+        merge([runs[0], runs[0]])
+    with pytest.raises(SchemaError, match=r"corpus.parquet: not a 'run' artifact of `lead bm25 --shard`"):
+        merge([str(scifact_train["corpus"])])
+    assert not (tmp_path / "bad-merge" / "run.parquet").exists()
     # shards of different retrievals
     other = tmp_path / "other-k"
     stage.run(_config(scifact_train, other, out_trec=None, index=str(tmp_path / "index"), shard="1/2", k=50))
