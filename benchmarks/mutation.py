@@ -45,6 +45,7 @@ COPIED = ("lead_core", "components", "pipelines", "images", "tests", "pyproject.
 
 # Which test files cover which source files (prefix match on the path); fast files only.
 TESTS: list[tuple[str, list[str]]] = [
+    ("lead_core/losses/objectives.py", ["tests/train/test_train.py", "tests/train/test_lead_step.py"]),
     ("lead_core/losses/", ["tests/losses"]),
     ("lead_core/distributed.py", ["tests/train/test_ddp.py"]),
     ("lead_core/train/checkpoint.py", ["tests/train/test_resume.py"]),
@@ -79,21 +80,21 @@ class Mutant:
 NAMED = [
     Mutant(
         "trainer-ignores-tau_d",
-        "lead_core/train/trainer.py",
+        "lead_core/losses/objectives.py",
         "lead_loss gets tau_d=1.0 whatever the config says",
         "tau_d=config.tau_d,",
         "tau_d=1.0,",
     ),
     Mutant(
         "trainer-ignores-tau_l",
-        "lead_core/train/trainer.py",
+        "lead_core/losses/objectives.py",
         "lead_loss gets tau_l=10.0 whatever the config says",
         "tau_l=config.tau_l,",
         "tau_l=10.0,",
     ),
     Mutant(
         "trainer-ignores-reweight",
-        "lead_core/train/trainer.py",
+        "lead_core/losses/objectives.py",
         "lead_loss gets reweight=True whatever the config says",
         "reweight=config.reweight,",
         "reweight=True,",
@@ -107,7 +108,7 @@ NAMED = [
     ),
     Mutant(
         "weighted-selection-never-redrawn",
-        "lead_core/train/trainer.py",
+        "lead_core/losses/objectives.py",
         "weighted selection is drawn once, like last/skip",
         'if config.selection in ("last", "skip"):',
         'if config.selection in ("last", "skip", "weighted"):',
@@ -157,10 +158,10 @@ NAMED = [
     ),
     Mutant(
         "ddp-lead-positives-of-rank-0",
-        "lead_core/train/trainer.py",
+        "lead_core/losses/objectives.py",
         "every rank's LEAD positives sit in rank 0's block of the gathered passages",
-        "positives = positive_mask(q, g, student_scores.shape[-1], self.ctx.rank, student_scores.device)",
-        "positives = positive_mask(q, g, student_scores.shape[-1], 0, student_scores.device)",
+        "positives = batch.positives(student_scores.shape[-1], student_scores.device)",
+        "positives = positive_mask(batch.num_queries, batch.group_size, student_scores.shape[-1], 0, student_scores.device)",
         tests=("tests/train/test_ddp.py::test_two_process_gloo_shares_negatives_and_gradients",),
     ),
     Mutant(

@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark the ch
 from lead_core.artifacts import atomic_path  # noqa: E402
 from lead_core.data.schema import CORPUS, GROUPS, QUERIES, write_table  # noqa: E402
 from lead_core.losses import lead_loss, select_layers  # noqa: E402
+from lead_core.losses.objectives import positive_mask  # noqa: E402
 from lead_core.models import ModelConfig, build_model, build_tiny_backbone, load_model  # noqa: E402
 from lead_core.train import Config, run  # noqa: E402
-from lead_core.train.trainer import positive_mask  # noqa: E402
 
 PROFILES = {
     "gpu": dict(

@@ -73,7 +73,7 @@ _EDIT_AND_HASH = """
 import json, sys
 from pathlib import Path
 from pipelines.lead_msmarco import code_fingerprint
-source = Path("lead_core/train/trainer.py")
+source = Path("lead_core/losses/objectives.py")
 original = source.read_text()
 first = code_fingerprint()
 again = code_fingerprint()

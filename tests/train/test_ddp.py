@@ -13,11 +13,11 @@ import torch
 import torch.multiprocessing as mp
 
 from lead_core.losses import contrastive_loss, lead_loss
+from lead_core.losses.objectives import positive_mask
 from lead_core.models import ModelConfig, build_model, load_model
 from lead_core.train import Config, run
 from lead_core.train.checkpoint import CheckpointMismatchError
 from lead_core.train.data import BatchPlan, TrainingData
-from lead_core.train.trainer import positive_mask
 from tests.train.conftest import base_config, first_positives, without_dropout
 
 WORLD = 2

@@ -117,10 +117,10 @@ def test_weighted_selection_is_drawn_from_eq7_weights_and_redrawn_every_reselect
 
     # The first draw: Eq. 7 weights over all 6 teacher layers (tau_l from the config) and the
     # trainer's selection stream (seeded from the run seed).
-    from lead_core.train.trainer import _SELECTION_STREAM
+    from lead_core.losses.objectives import SELECTION_STREAM
 
     batch = BatchPlan(TrainingData(toy.groups, toy.corpus, toy.queries, 3), 4, seed=888).batch(0)
     teacher, _ = all_layer_scores(student_dir, teacher_dir, batch.queries, batch.passages)
     weights = teacher_layer_weights(teacher, first_positives(len(batch.queries), batch.group_size), 0.05)
-    rng = np.random.default_rng([888, _SELECTION_STREAM])
+    rng = np.random.default_rng([888, SELECTION_STREAM])
     assert selections[0] == tuple(map(tuple, select_layers("weighted", 6, 4, 3, rng, weights=weights)))
