@@ -6,7 +6,7 @@ CPU/memory requests are set where the pipeline places each task (pipelines/lead_
 """
 
 from components.backbone import backbone
-from components.bm25 import bm25
+from components.bm25 import bm25, bm25_index, bm25_merge, bm25_shard, bm25_triples
 from components.encode import encode
 from components.evaluate import evaluate
 from components.export import export
@@ -23,6 +23,10 @@ ALL = (
     ingest,
     backbone,
     bm25,
+    bm25_index,
+    bm25_shard,
+    bm25_merge,
+    bm25_triples,
     train,
     distill,
     encode,
@@ -38,6 +42,10 @@ __all__ = [
     "ALL",
     "backbone",
     "bm25",
+    "bm25_index",
+    "bm25_merge",
+    "bm25_shard",
+    "bm25_triples",
     "distill",
     "encode",
     "evaluate",

@@ -16,6 +16,12 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ingest": ("2", "8Gi"),
     "backbone": ("1", "8Gi"),
     "bm25": ("4", "48Gi"),
+    # sharded BM25 (guesses until benchmarks/scale.py measures them): the index build holds the
+    # tokenized corpus; a shard holds the loaded index and retrieves with all its cores.
+    "bm25-index": ("2", "48Gi"),
+    "bm25-shard": ("4", "32Gi"),
+    "bm25-merge": ("1", "16Gi"),
+    "bm25-triples": ("1", "16Gi"),
     "mine": ("2", "16Gi"),
     "index": ("4", "64Gi"),
     "evaluate": ("2", "16Gi"),

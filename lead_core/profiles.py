@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from lead_core.config import ConfigError
+
 SCIFACT_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip"
 # The official passage collection, train/dev queries and qrels in one archive (unpacked and cached by ingest).
 MSMARCO_URL = "https://msmarco.z22.web.core.windows.net/msmarcoranking/collectionandqueries.tar.gz"
@@ -41,7 +43,11 @@ MSMARCO: dict[str, Any] = {
     "teacher_type": "cb",
     # phase 1: BM25 (or random) negatives, then a dual encoder
     "negatives": "bm25",
+    # negatives "triples": MS MARCO's qidpidtriples file (path or URI), the paper's BM25 negatives
+    "triples_uri": "",
     "bm25_k": 1000,
+    # query shards the train split's BM25 retrieval fans out over (one index, built once)
+    "bm25_shards": 1,
     "negative_pool": 100,
     "phase1_steps": 20000,
     "phase1_lr": 2e-5,
@@ -153,7 +159,8 @@ PARAMETERS: tuple[str, ...] = tuple(MSMARCO)
 def profile(name: str, model_dir: str = DEFAULT_MODEL_DIR, **overrides: Any) -> dict[str, Any]:
     """Every pipeline parameter of the profile `name`; `{model_dir}` in model sources filled in.
 
-    Raises KeyError naming the known profiles or parameters when `name` or an override is unknown.
+    Raises KeyError naming the known profiles or parameters when `name` or an override is unknown,
+    ConfigError when values contradict each other (negatives=triples without triples_uri).
     """
     if name not in _OVERRIDES:
         raise KeyError(f"unknown profile {name!r}; known profiles are {list(PROFILES)}")
@@ -163,4 +170,8 @@ def profile(name: str, model_dir: str = DEFAULT_MODEL_DIR, **overrides: Any) -> 
     values = copy.deepcopy({**MSMARCO, **_OVERRIDES[name], **overrides})
     for key in ("phase1_model", "teacher_model", "student_model"):
         values[key] = values[key].replace("{model_dir}", model_dir.rstrip("/"))
+    if values["negatives"] == "triples" and not values["triples_uri"]:
+        raise ConfigError("negatives=triples needs triples_uri: the qidpidtriples file (path or URI)")
+    if values["bm25_shards"] < 1:
+        raise ConfigError(f"bm25_shards must be >= 1, got {values['bm25_shards']}")
     return values

@@ -110,7 +110,9 @@ def build_pipeline(
         student_model: str = D["student_model"],
         teacher_type: str = D["teacher_type"],
         negatives: str = D["negatives"],
+        triples_uri: str = D["triples_uri"],
         bm25_k: int = D["bm25_k"],
+        bm25_shards: int = D["bm25_shards"],
         negative_pool: int = D["negative_pool"],
         phase1_steps: int = D["phase1_steps"],
         phase1_lr: float = D["phase1_lr"],
@@ -149,8 +151,10 @@ def build_pipeline(
         teacher_model: backbone source of the teacher.
         student_model: backbone source of the dual-encoder student.
         teacher_type: teacher architecture: cb (ColBERT), ce (cross-encoder) or de (dual encoder).
-        negatives: phase-1 negatives: bm25 or random.
+        negatives: phase-1 negatives: bm25, random, or triples (the official MS MARCO training triples).
+        triples_uri: negatives=triples: the qidpidtriples file (path or URI; qid, pos_pid, neg_pid per line).
         bm25_k: BM25 run depth for the phase-1 groups.
+        bm25_shards: query shards the phase-1 BM25 retrieval fans out over (one index, built once).
         negative_pool: negatives kept per query by BM25/random and by mining (the pool sampled from).
         phase1_steps: optimizer steps of the phase-1 DE.
         phase1_lr: learning rate of the phase-1 DE.
@@ -206,10 +210,10 @@ def build_pipeline(
         }
 
         # Phase 1: a dual encoder on BM25 (or random) negatives.
-        bm25_train = wire.bm25("bm25-train", train_data, bm25_k, negatives, negative_pool)
-        phase1 = wire.train(
-            "phase1", bm25_train.outputs["groups"], inits["phase1"], "de", phase1_steps, phase1_lr
+        phase1_groups = wire.bm25_groups(
+            "bm25-train", train_data, bm25_k, negatives, negative_pool, bm25_shards, triples_uri
         )
+        phase1 = wire.train("phase1", phase1_groups, inits["phase1"], "de", phase1_steps, phase1_lr)
         phase1_index = wire.index("phase1", phase1, train_data)
         train_run = wire.search("phase1-search-train", phase1_index, phase1, train_data, mine_depth)
         phase1_eval_run = wire.search("phase1-search-eval", phase1_index, phase1, eval_data, search_k)

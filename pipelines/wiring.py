@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kfp import dsl
+
 import components as c
 from components.placement import TaskPlacer
 
@@ -73,6 +75,44 @@ class Wiring:
         return self.place(
             name, c.bm25(data=data, k=k, negatives=negatives, num_negatives=num_negatives, seed=self.seed)
         )
+
+    def bm25_groups(self, name: str, data, k, negatives, num_negatives, shards, triples_uri) -> Any:
+        """`data`'s training groups (its "groups" output). negatives "triples": read from the
+        official triples file (tasks `identity-triples`, `<name>-triples`); else BM25 or random
+        negatives fanned out over `shards` query shards: the index built once (`<name>-index`), one
+        `<name>-shard` task per shard (dsl.ParallelFor), `<name>-merge` writing what one bm25 task does."""
+        with dsl.If(negatives == "triples"):
+            identity = self.place.identity("identity-triples", triples_uri, "dataset")
+            official = self.place(
+                f"{name}-triples",
+                c.bm25_triples(
+                    data=data, triples_uri=triples_uri, num_negatives=num_negatives, triples_identity=identity
+                ),
+            ).outputs["groups"]
+        with dsl.Else():
+            index = self.place(f"{name}-index", c.bm25_index(data=data, num_shards=shards))
+            with dsl.ParallelFor(items=index.outputs["Output"]) as shard:
+                part = self.place(
+                    f"{name}-shard",
+                    c.bm25_shard(
+                        data=data,
+                        index=index.outputs["index"],
+                        shard=shard,
+                        k=k,
+                        negatives=negatives,
+                        num_negatives=num_negatives,
+                        seed=self.seed,
+                    ),
+                )
+            retrieved = self.place(
+                f"{name}-merge",
+                c.bm25_merge(
+                    data=data,
+                    shard_runs=dsl.Collected(part.outputs["run"]),
+                    shard_groups=dsl.Collected(part.outputs["groups"]),
+                ),
+            ).outputs["groups"]
+        return dsl.OneOf(official, retrieved)
 
     def train(self, name: str, groups, init, architecture, max_steps, lr) -> Any:
         """Task `name`: `architecture` (de, cb or ce) trained from `init` on the train split's
