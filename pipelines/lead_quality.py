@@ -17,24 +17,20 @@ Usage:
     python pipelines/lead_quality.py --compile quality.yaml [--profile cpu] [--methods rd,lead,...]
         [--seeds 13,14,15]
     python pipelines/lead_quality.py --submit --endpoint URL [--profile gpu --model-dir /models]
+    kfp dsl compile --py pipelines/lead_quality.py --output quality.yaml   # `quality_pipeline`: cpu, defaults
 """
 
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "pipelines"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from kfp import dsl
 
-from kfp import compiler, dsl  # noqa: E402
-
-import components as c  # noqa: E402
-from components.placement import TaskPlacer  # noqa: E402
-from components.report import report  # noqa: E402
-from lead_core.profiles import DEFAULT_MODEL_DIR, PROFILES, profile  # noqa: E402
-from lead_core.report.methods import methods_for  # noqa: E402
+from components.placement import TaskPlacer
+from components.report import report
+from lead_core.profiles import profile
+from lead_core.report.methods import methods_for
+from pipelines import cli
+from pipelines.wiring import Wiring
 
 PIPELINE_NAME = "lead-quality"
 # Distillation rows the loop runs by default: the paper's Tables 3-6 at LEAD's default K.
@@ -146,111 +142,46 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
         """
 
         place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri)
-
-        # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
-        dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
-
-        def ingest(split: str, name: str):
-            return place(
-                name,
-                c.ingest(
-                    source=dataset_uri,
-                    layout=dataset_layout,
-                    split=split,
-                    drop_unknown_qrels=drop_unknown_qrels,
-                    dataset_identity=dataset_identity,
-                ),
-            ).outputs["data"]
-
-        def backbone(role: str, source):
-            source_identity = place.identity(f"identity-{role}", source, "backbone")
-            return place(
-                f"backbone-{role}", c.backbone(source=source, source_identity=source_identity)
-            ).outputs["model"]
-
-        train_data, eval_data = ingest(train_split, "ingest-train"), ingest(eval_split, "ingest-eval")
-        teacher_init, student_init = backbone("teacher", teacher_model), backbone("student", student_model)
-
-        def retrieve(name: str, model):
-            """(index, run): the model's top search_k for the evaluation queries."""
-            embeddings = place(f"{name}-encode", c.encode(model=model, data=eval_data)).outputs["embeddings"]
-            built = place(f"{name}-index", c.index(embeddings=embeddings)).outputs["index"]
-            run = place(f"{name}-search", c.search(index=built, model=model, data=eval_data, k=search_k))
-            return built, run.outputs["run"]
+        wire = Wiring(
+            place,
+            dataset_uri=dataset_uri,
+            dataset_layout=dataset_layout,
+            train_split=train_split,
+            eval_split=eval_split,
+            drop_unknown_qrels=drop_unknown_qrels,
+            train_options=train_options,
+            batch_size=batch_size,
+            train_negatives=train_negatives,
+            seed=seed,
+        )
+        train_data, eval_data = wire.train_data, wire.eval_data
+        teacher_init, student_init = (
+            wire.backbone("teacher", teacher_model),
+            wire.backbone("student", student_model),
+        )
 
         def evaluate(name: str, run):
-            place(
-                f"evaluate-{name}",
-                c.evaluate(
-                    run=run, data=eval_data, name=name, measures=metrics, relevance_level=relevance_level
-                ),
-            )
+            wire.evaluate(f"evaluate-{name}", run, name, metrics, relevance_level)
 
         # The student warm-up on BM25 negatives, then hard negatives mined with the warm student.
-        batch = {"batch_size": batch_size, "num_negatives": train_negatives, "seed": seed}
-        bm25_train = place(
-            "bm25-train",
-            c.bm25(data=train_data, k=search_k, negatives="bm25", num_negatives=negative_pool, seed=seed),
+        bm25_train = wire.bm25("bm25-train", train_data, search_k, "bm25", negative_pool)
+        student_warm = wire.train(
+            "student-warmup", bm25_train.outputs["groups"], student_init, "de", warmup_steps, student_lr
         )
-        student_warm = place(
-            "student-warmup",
-            c.train(
-                groups=bm25_train.outputs["groups"],
-                data=train_data,
-                init=student_init,
-                options=train_options,
-                params={"architecture": "de", "max_steps": warmup_steps, "lr": student_lr, **batch},
-            ),
-        ).outputs["model"]
-        warm_index, warm_run = retrieve("student-warm", student_warm)
+        warm_index, warm_run = wire.retrieve("student-warm", student_warm, search_k)
         evaluate("warmup-only", warm_run)
-        mine_run = place(
-            "student-warm-search-train",
-            c.search(index=warm_index, model=student_warm, data=train_data, k=mine_depth),
-        ).outputs["run"]
-        hard = place(
-            "mine",
-            c.mine(
-                run=mine_run,
-                data=train_data,
-                depth=mine_depth,
-                skip=0,
-                num_negatives=negative_pool,
-                seed=seed,
-            ),
-        ).outputs["groups"]
+        mine_run = wire.search("student-warm-search-train", warm_index, student_warm, train_data, mine_depth)
+        hard = wire.mine(mine_run, mine_depth, 0, negative_pool)
 
-        teacher_warm = place(
-            "teacher-warmup",
-            c.train(
-                groups=hard,
-                data=train_data,
-                init=teacher_init,
-                options=train_options,
-                params={"architecture": teacher_type, "max_steps": warmup_steps, "lr": teacher_lr, **batch},
-            ),
-        ).outputs["model"]
-        bm25_eval = place(
-            "bm25-eval", c.bm25(data=eval_data, k=search_k, negatives="bm25", num_negatives=1, seed=seed)
-        ).outputs["run"]
-        teacher_run = place(
-            "teacher-rerank", c.rerank(model=teacher_warm, run=bm25_eval, data=eval_data, k=rerank_k)
-        ).outputs["reranked"]
-        evaluate("teacher-before", teacher_run)
+        teacher_warm = wire.train(
+            "teacher-warmup", hard, teacher_init, teacher_type, warmup_steps, teacher_lr
+        )
+        bm25_eval = wire.bm25("bm25-eval", eval_data, search_k, "bm25", 1).outputs["run"]
+        evaluate("teacher-before", wire.rerank("teacher-rerank", teacher_warm, bm25_eval, rerank_k))
 
         with dsl.ParallelFor(items=params_items) as params:
-            distilled = place(
-                "distill",
-                c.distill(
-                    groups=hard,
-                    data=train_data,
-                    student=student_warm,
-                    teacher=teacher_warm,
-                    options=train_options,
-                    params=params,
-                ),
-            )
-            _, run = retrieve("distilled", distilled.outputs["model"])
+            distilled = wire.distill(hard, student_warm, teacher_warm, params)
+            _, run = wire.retrieve("distilled", distilled.outputs["model"], search_k)
 
         place(
             "report",
@@ -268,22 +199,18 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
     return quality_pipeline
 
 
+# The pipeline for `kfp dsl compile --py pipelines/lead_quality.py`: the default methods, seed 13,
+# the cpu profile's settings (tracking from the `lead-tracking` ConfigMap).
+quality_pipeline = build_pipeline(loop_items("cpu", list(DEFAULT_METHODS), [13]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--compile", metavar="FILE", help="write the pipeline spec (YAML) for `kfp run create`")
-    mode.add_argument("--submit", action="store_true", help="submit a run to a KFP endpoint (kfp.Client)")
-    parser.add_argument(
-        "--profile", choices=PROFILES, default="cpu", help="parameter defaults (lead_core.profiles)"
-    )
+    cli.add_compile_submit(parser.add_mutually_exclusive_group(required=True))
+    cli.add_profile(parser)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="distillation method ids")
     parser.add_argument("--seeds", default="13", help="comma-separated distillation seeds")
-    parser.add_argument(
-        "--model-dir", default=DEFAULT_MODEL_DIR, help="where the gpu profile finds all-mpnet-base-v2"
-    )
-    parser.add_argument("--endpoint", help="submit: KFP API endpoint URL")
-    parser.add_argument("--experiment", default="lead", help="submit: KFP experiment name")
-    parser.add_argument("--mlflow-uri", default="", help="MLFLOW_TRACKING_URI of every task")
+    cli.add_cluster(parser)
     args = parser.parse_args(argv)
 
     items = loop_items(
@@ -292,22 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = build_pipeline(items, mlflow_tracking_uri=args.mlflow_uri)
     values = profile(args.profile, model_dir=args.model_dir)
     arguments = {k: v for k, v in values.items() if k in pipeline.component_spec.inputs}
-    if args.compile:
-        compiler.Compiler().compile(pipeline, args.compile, pipeline_parameters=arguments)
-        print(f"wrote {args.compile} (profile {args.profile}, {len(items)} distillation runs)")
-        return 0
-    if not args.endpoint:
-        parser.error("--submit needs --endpoint URL")
-    from kfp import Client
-
-    run = Client(host=args.endpoint).create_run_from_pipeline_func(
+    return cli.compile_or_submit(
+        parser,
+        args,
         pipeline,
-        arguments=arguments,
-        experiment_name=args.experiment,
+        arguments,
         run_name=f"lead-quality-{args.profile}",
+        what=f"profile {args.profile}, {len(items)} distillation runs",
     )
-    print(f"submitted run {run.run_id} to {args.endpoint}")
-    return 0
 
 
 if __name__ == "__main__":
