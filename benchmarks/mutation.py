@@ -50,7 +50,7 @@ TESTS: list[tuple[str, list[str]]] = [
     ("lead_core/distributed.py", ["tests/train/test_ddp.py"]),
     ("lead_core/train/checkpoint.py", ["tests/train/test_resume.py"]),
     ("lead_core/train/data.py", ["tests/train/test_data.py", "tests/train/test_train.py"]),
-    ("lead_core/train/config.py", ["tests/train/test_config.py", "tests/train/test_train.py"]),
+    ("lead_core/train/stage.py", ["tests/train/test_config.py", "tests/train/test_train.py"]),
     ("lead_core/train/", ["tests/train/test_train.py", "tests/train/test_lead_step.py"]),
     ("lead_core/mine/", ["tests/stages/test_mine.py"]),
     ("lead_core/evaluate/", ["tests/evaluate/test_evaluate.py"]),

@@ -1,6 +1,7 @@
 """Losses: LEAD (Eq. 6–12) with its layer selection, and the RD, FD and contrastive baselines.
 
-One method per module; the softmax/KL math they share lives in `_kl`.
+One method per module; the softmax/KL math they share lives in `_kl`. `objectives` applies them
+to the models' layer scores, one objective per `lead train --method` (what the trainer calls).
 """
 
 from lead_core.losses.contrastive import ContrastiveLoss, contrastive_loss

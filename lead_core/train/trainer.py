@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,15 +25,16 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lead_core import distributed
-from lead_core.artifacts import atomic_outputs, check_writable
-from lead_core.config import ConfigError, to_dict
+from lead_core.config import ConfigError
 from lead_core.losses.objectives import MicroBatch, Models, build_objective
 from lead_core.models import ModelConfig, build_model, load_model
 from lead_core.models.encoder_model import CONFIG_FILE, EncoderModel
-from lead_core.tracking import StageTracker, stage_run
+from lead_core.tracking import StageTracker
 from lead_core.train import checkpoint as ckpt
-from lead_core.train.config import Config, trajectory_fields
 from lead_core.train.data import Batch, BatchPlan, TrainingData
+
+if TYPE_CHECKING:
+    from lead_core.train.stage import Config
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rng_states = distributed.gather_objects(ckpt.rng_state())
         if self.ctx.is_main:
-            fields = trajectory_fields(self.config)
+            fields = self.config.trajectory_fields()
             micro = self.step * self.config.grad_accum
             epoch, index = self.plan.position(micro)
             state = {
@@ -370,7 +371,7 @@ class Trainer:
             log.info("%s: no checkpoint to resume from; starting from step 0", directory)
             return
         state = ckpt.load_state(latest)
-        ckpt.check_compatible(latest, state, trajectory_fields(config), self.ctx.world_size)
+        ckpt.check_compatible(latest, state, config.trajectory_fields(), self.ctx.world_size)
         for name, model in self._checkpoint_models().items():
             saved = load_model(latest / name)
             model.load_state_dict(saved.state_dict(), strict=True)
@@ -486,41 +487,3 @@ class Trainer:
             }
         )
         return summary
-
-
-def run(config: Config, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
-    """Train as `config` says; save the student to `config.out`. Returns final losses and throughput.
-
-    `callbacks` are called after every optimizer step with a StepInfo (tests use them to stop a
-    run or to record losses). Under torchrun every process calls run(); rank 0 writes outputs.
-    """
-    config.validate()
-    ctx = distributed.setup()
-    try:
-        if not ctx.is_main:
-            return Trainer(config, ctx, callbacks).train(StageTracker())
-        # Every output is checked before the models load; all are committed together at the end.
-        outputs = atomic_outputs(config.out, config.out_teacher, config.step_log)
-        if config.checkpoint_every:
-            check_writable(Path(config.checkpoint_path) / "step-00000000")
-        # One tracker for the run: a tracking failure warns once and turns it off for the rest of
-        # the run, the final model upload included (lead_core.tracking), and training goes on.
-        with stage_run("train", to_dict(config)) as tracker:
-            with outputs as (out, out_teacher, step_log_path):
-                step_log = None
-                if step_log_path is not None:
-                    from lead_core.report.logs import StepLogWriter  # lazy: report pulls in evaluation code
-
-                    step_log = StepLogWriter(step_log_path)
-                try:
-                    trainer = Trainer(config, ctx, callbacks)
-                    trainer.outputs = TrainOutputs(out, out_teacher, step_log)
-                    summary = trainer.train(tracker)
-                finally:
-                    if step_log is not None:
-                        step_log.close()
-            if config.log_model:
-                tracker.log_artifacts(config.out, "model")
-            return summary
-    finally:
-        ctx.close()

@@ -258,7 +258,7 @@ def test_tracking_failure_does_not_stop_training(tmp_path, toy, tiny_bert, monke
     def broken_run(stage, config=None):
         yield MlflowTracker(DeadServer(), "run-1", "http://127.0.0.1:5000", flush_interval_s=0.0)
 
-    monkeypatch.setattr("lead_core.train.trainer.stage_run", broken_run)
+    monkeypatch.setattr("lead_core.train.stage.stage_run", broken_run)
     config = base_config(
         toy, tmp_path / "out", model=str(tiny_bert), architecture="de", max_steps=3, log_every=1
     )

@@ -1,11 +1,25 @@
-"""The `lead train` config: one trainer for phase-1 DE, the warm-ups and every distillation method."""
+"""`lead train`: one trainer for every training run of the paper (§4.2.2) – `Config` and `run`.
+
+  - phase-1 dual encoder and the teacher/student warm-ups: method "none" (contrastive loss on the
+    final layer, Eq. 11 without a teacher), DE, CB or CE, any backbone;
+  - distillation: method "lead" (Eq. 4–12, every ablation switch), "rd" (response-based) or
+    "fd" (attention maps; same tokenizer only).
+
+The loop is `lead_core.train.trainer`; what each method minimises, `lead_core.losses.objectives`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
+from lead_core import distributed
+from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core.config import ConfigError, to_dict
+from lead_core.tracking import StageTracker, stage_run
+from lead_core.train.trainer import StepCallback, Trainer, TrainOutputs
 
 Method = Literal["none", "lead", "rd", "fd"]
 Selection = Literal["random", "weighted", "last", "skip"]
@@ -146,6 +160,12 @@ class Config:
         """Whether the teacher's weights change (joint LEAD training only)."""
         return self.method == "lead" and self.joint
 
+    def trajectory_fields(self) -> dict[str, Any]:
+        """The fields that determine the training trajectory (stored in and checked against
+        checkpoints): all but RUNTIME_FIELDS."""
+        values = to_dict(self)
+        return {f.name: values[f.name] for f in fields(self) if f.name not in RUNTIME_FIELDS}
+
 
 # Fields that do not change what training computes: a checkpoint may be resumed under other values.
 RUNTIME_FIELDS = frozenset(
@@ -166,7 +186,39 @@ RUNTIME_FIELDS = frozenset(
 )
 
 
-def trajectory_fields(config: Config) -> dict[str, Any]:
-    """The config fields that determine the training trajectory (stored in and checked against checkpoints)."""
-    values = to_dict(config)
-    return {f.name: values[f.name] for f in fields(config) if f.name not in RUNTIME_FIELDS}
+def run(config: Config, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
+    """Train as `config` says; save the student to `config.out`. Returns final losses and throughput.
+
+    `callbacks` are called after every optimizer step with a StepInfo (tests use them to stop a
+    run or to record losses). Under torchrun every process calls run(); rank 0 writes outputs.
+    """
+    config.validate()
+    ctx = distributed.setup()
+    try:
+        if not ctx.is_main:
+            return Trainer(config, ctx, callbacks).train(StageTracker())
+        # Every output is checked before the models load; all are committed together at the end.
+        outputs = atomic_outputs(config.out, config.out_teacher, config.step_log)
+        if config.checkpoint_every:
+            check_writable(Path(config.checkpoint_path) / "step-00000000")
+        # One tracker for the run: a tracking failure warns once and turns it off for the rest of
+        # the run, the final model upload included (lead_core.tracking), and training goes on.
+        with stage_run("train", to_dict(config)) as tracker:
+            with outputs as (out, out_teacher, step_log_path):
+                step_log = None
+                if step_log_path is not None:
+                    from lead_core.report.logs import StepLogWriter  # lazy: report pulls in evaluation code
+
+                    step_log = StepLogWriter(step_log_path)
+                try:
+                    trainer = Trainer(config, ctx, callbacks)
+                    trainer.outputs = TrainOutputs(out, out_teacher, step_log)
+                    summary = trainer.train(tracker)
+                finally:
+                    if step_log is not None:
+                        step_log.close()
+            if config.log_model:
+                tracker.log_artifacts(config.out, "model")
+            return summary
+    finally:
+        ctx.close()
