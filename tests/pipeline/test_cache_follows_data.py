@@ -10,11 +10,19 @@ import pytest
 import yaml
 from kfp import compiler
 
+from tests.pipeline.compiled import executor_tasks
+
 REPO = Path(__file__).resolve().parents[2]
 # Pipeline parameters that name data outside the artifacts (read by the stage they feed).
-SOURCE_PARAMETERS = {"dataset_uri", "phase1_model", "teacher_model", "student_model"}
+SOURCE_PARAMETERS = {"dataset_uri", "phase1_model", "teacher_model", "student_model", "triples_uri"}
 # The input through which each reading component takes its source's identity.
-IDENTITY_INPUT = {"ingest": "dataset_identity", "backbone": "source_identity"}
+IDENTITY_INPUT = {
+    "ingest": "dataset_identity",
+    "backbone": "source_identity",
+    "bm25-triples": "triples_identity",
+}
+# Components whose source is a dataset file or folder (the others read backbone sources).
+DATASET_READERS = {"ingest", "bm25-triples"}
 # (component, input) pairs that take a source's name as a label only and never read it.
 LABELS = {("export", "teacher_source")}
 
@@ -41,7 +49,13 @@ def _compiled_tasks(tmp_path, pipeline) -> dict[str, dict]:
     path = tmp_path / "spec.yaml"
     compiler.Compiler().compile(pipeline, str(path))
     spec = next(yaml.safe_load_all(path.read_text()))
-    return spec["root"]["dag"]["tasks"]
+    return executor_tasks(spec)
+
+
+def _pipeline_parameter(spec: dict) -> str | None:
+    """The pipeline parameter an input reads (inside a condition or loop it is a pipeline channel)."""
+    name = spec.get("componentInputParameter")
+    return name.removeprefix("pipelinechannel--") if name else None
 
 
 def _parameter_inputs(task: dict) -> dict[str, dict]:
@@ -60,8 +74,6 @@ def test_every_source_reaches_its_stage_with_an_uncached_identity(tmp_path, name
     identities = {t: task for t, task in tasks.items() if _component(task) == "identity"}
     # The identity tasks never come from the cache; every other task does (nothing forced here).
     for task_name, task in tasks.items():
-        if _component(task).startswith("for-loop"):
-            continue  # a sub-DAG, not a task that runs
         cached = bool(task.get("cachingOptions", {}).get("enableCache"))
         assert cached == (task_name not in identities), task_name
 
@@ -69,9 +81,9 @@ def test_every_source_reaches_its_stage_with_an_uncached_identity(tmp_path, name
     for task_name, task in tasks.items():
         params = _parameter_inputs(task)
         sources = {
-            arg: spec["componentInputParameter"]
+            arg: _pipeline_parameter(spec)
             for arg, spec in params.items()
-            if spec.get("componentInputParameter") in SOURCE_PARAMETERS
+            if _pipeline_parameter(spec) in SOURCE_PARAMETERS
             and (_component(task), arg) not in LABELS
         }
         if not sources or task_name in identities:
@@ -85,10 +97,11 @@ def test_every_source_reaches_its_stage_with_an_uncached_identity(tmp_path, name
         assert wired["producerTask"] in identities, task_name
         # ... and that identity task resolves the same pipeline parameter, with the right kind.
         producer_inputs = _parameter_inputs(producer)
-        assert producer_inputs["source"]["componentInputParameter"] == source, task_name
+        assert _pipeline_parameter(producer_inputs["source"]) == source, task_name
         kind = producer_inputs["kind"]["runtimeValue"]["constant"]
-        assert kind == ("dataset" if component == "ingest" else "backbone"), task_name
-    expected = {"lead_msmarco": 2 + 3, "lead_quality": 2 + 2}[name]  # ingests + backbones
+        assert kind == ("dataset" if component in DATASET_READERS else "backbone"), task_name
+    # ingests + backbones (+ the official triples, read when negatives=triples)
+    expected = {"lead_msmarco": 2 + 3 + 1, "lead_quality": 2 + 2}[name]
     assert readers == expected
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kfp import compiler
 
+from tests.pipeline.compiled import executor_tasks
 from tests.pipeline.test_pipeline import REPO, lead_msmarco
 
 
@@ -24,7 +25,7 @@ def _task_environments(tmp_path, pipeline) -> dict[str, dict[str, str]]:
     spec = next(yaml.safe_load_all(path.read_text()))
     executors = spec["deploymentSpec"]["executors"]
     out = {}
-    for name, task in spec["root"]["dag"]["tasks"].items():
+    for name, task in executor_tasks(spec).items():
         label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         out[name] = {e["name"]: e.get("value") for e in executors[label]["container"].get("env", [])}
     return out

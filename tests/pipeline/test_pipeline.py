@@ -14,6 +14,7 @@ from kfp import compiler
 
 import components
 from lead_core.profiles import MSMARCO, PARAMETERS, PROFILES, profile
+from tests.pipeline.compiled import executor_tasks
 from tests.pipeline.smoke import run_smoke
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,10 +56,10 @@ def test_every_component_compiles_with_a_pinned_image_and_documented_inputs(tmp_
 
 
 def _tasks_by_component(spec):
-    """task name -> (component name without its -N suffix, executor label)."""
+    """task name -> (component name without its -N suffix, executor label), in sub-DAGs too."""
     components_ = spec["components"]
     out = {}
-    for task_name, task in spec["root"]["dag"]["tasks"].items():
+    for task_name, task in executor_tasks(spec).items():
         comp_name = task["componentRef"]["name"]
         executor = components_[comp_name]["executorLabel"]
         base = comp_name.removeprefix("comp-").rsplit("-", 1)
@@ -128,7 +129,7 @@ def test_set_parses_values_as_the_parameter_type():
 def test_force_disables_the_cache_of_that_stage_only(tmp_path):
     pipeline, stages = lead_msmarco.build_pipeline(force={"mine"})
     (spec, _) = _compile(tmp_path, pipeline)
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = executor_tasks(spec)
     uncached = {name for name, task in tasks.items() if not task.get("cachingOptions", {}).get("enableCache")}
     # ... besides the source identities, which run every time (tests/pipeline/test_cache_follows_data.py).
     assert uncached == {stages["mine"]} | {t for s, t in stages.items() if s.startswith("identity-")}
