@@ -64,6 +64,13 @@ class _Task:
         self.ended = False
 
 
+def _current_stderr(router: TextIO) -> TextIO:
+    stream = sys.stderr
+    if stream is router or getattr(stream, "closed", False):
+        return sys.__stderr__
+    return stream
+
+
 class _Router(io.TextIOBase):
     """Stands in for sys.stdout / sys.stderr: each complete line goes to the log of the task that the
     writing thread runs, else to pipeline.log; task events print one line each on `console`."""
@@ -76,16 +83,17 @@ class _Router(io.TextIOBase):
         self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
         self.width = max((len(n) for n in names.values()), default=0)
         self.failed: list[_Task] = []
-        # After the run: where writes go instead (a logging handler made during the run keeps this
-        # object as its stream; writing to the closed logs would print "Logging error" tracebacks).
-        self.after: TextIO | None = None
+        # After the run, writes go to sys.stderr as it is at write time (a logging handler made
+        # during the run keeps this object as its stream; writing to the closed logs printed
+        # "Logging error" tracebacks, and so did the stderr of the run's time once it was closed).
+        self.finished = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        if self.after is not None:
-            return self.after.write(text)
+        if self.finished:
+            return _current_stderr(self).write(text)
         with self.lock:
             thread = threading.get_ident()
             *lines, rest = (self.partial.pop(thread, "") + text).split("\n")
@@ -96,8 +104,8 @@ class _Router(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        if self.after is not None:
-            self.after.flush()
+        if self.finished:
+            _current_stderr(self).flush()
             return
         with self.lock:
             for task in self.current.values():
@@ -155,8 +163,8 @@ class _Router(io.TextIOBase):
                     self.console.write(f"    | {line}\n")
                 self.console.flush()
 
-    def close_all(self, after: TextIO) -> None:
-        """Close every log; from now on writes go to `after`."""
+    def close_all(self) -> None:
+        """Close every log; from now on writes go to the current sys.stderr."""
         with self.lock:
             for thread, text in list(self.partial.items()):
                 self._line(thread, text)
@@ -164,7 +172,7 @@ class _Router(io.TextIOBase):
             for thread in list(self.current):
                 self._close(thread)
             self.pipeline_log.close()
-            self.after = after
+            self.finished = True
 
 
 class _EventFilter(logging.Filter):
@@ -200,7 +208,7 @@ def task_console(
     while run_logs.exists():  # two runs in one second
         run_logs = run_logs.with_name(run_logs.name + "-1")
     run_logs.mkdir(parents=True)
-    console, stderr = sys.stdout, sys.stderr
+    console = sys.stdout
     print(f"task logs: {run_logs}", file=console, flush=True)
     router = _Router(run_logs, console, names or {})
     root = logging.getLogger()
@@ -219,4 +227,4 @@ def task_console(
     finally:
         root.removeFilter(event_filter)
         root.setLevel(level)
-        router.close_all(after=stderr)
+        router.close_all()

@@ -244,3 +244,20 @@ def test_a_log_handler_made_during_the_run_writes_to_stderr_afterwards(tmp_path,
         logger.removeHandler(handler)
     err = capsys.readouterr().err
     assert "after the run" in err and "Logging error" not in err, err
+
+
+def test_after_the_run_writes_follow_the_current_stderr(tmp_path, monkeypatch):
+    """The stderr of the run's time may be closed later (pytest closes a test's capture; the next
+    test logs through a handler the run made): writes go to whatever sys.stderr is at write time."""
+    import io
+
+    during = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", during)
+    with task_console(tmp_path / "logs", {}):
+        stand_in = sys.stderr
+    during.close()
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    stand_in.write("a later line\n")
+    stand_in.flush()
+    assert later.getvalue() == "a later line\n"
