@@ -131,7 +131,7 @@ def bm25_merge(
     shard_groups: Input[list[Dataset]],
     run: Output[Dataset],
     groups: Output[Dataset],
-):
+) -> str:
     """The shards' runs and groups concatenated in shard order: what `bm25` writes in one task.
 
     Args:
@@ -140,6 +140,9 @@ def bm25_merge(
         shard_groups: the shards' groups folders (any order).
         run: output folder holding run.parquet and run.trec.
         groups: output folder holding groups.parquet.
+
+    Returns:
+        The URI of `groups` (the pipeline imports the groups of whichever negatives ran).
     """
     from lead_core.bm25 import Config
     from lead_core.bm25 import run as bm25_run
@@ -155,6 +158,7 @@ def bm25_merge(
             out_groups=groups.path + "/groups.parquet",
         )
     )
+    return groups.uri
 
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
@@ -164,7 +168,7 @@ def bm25_triples(
     num_negatives: int,
     triples_identity: str,
     groups: Output[Dataset],
-):
+) -> str:
     """Training groups from MS MARCO's official training triples (no BM25 retrieval).
 
     Args:
@@ -173,6 +177,9 @@ def bm25_triples(
         num_negatives: negatives per query: its first distinct unjudged ones in file order.
         triples_identity: the file's identity (identity task): the cache key follows its contents.
         groups: output folder holding groups.parquet.
+
+    Returns:
+        The URI of `groups` (the pipeline imports the groups of whichever negatives ran).
     """
     from lead_core.bm25 import Config
     from lead_core.bm25 import run as bm25_run
@@ -189,3 +196,4 @@ def bm25_triples(
             num_negatives=num_negatives,
         )
     )
+    return groups.uri

@@ -9,9 +9,11 @@ pipeline is part of its compiled spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
+from kfp.dsl import Dataset
 
 import components as c
 from components.placement import TaskPlacer
@@ -20,46 +22,55 @@ from components.placement import TaskPlacer
 class Wiring:
     """The shared stages of a pipeline over one dataset, placed through `place`.
 
-    Made inside the pipeline function (its arguments are the pipeline's parameters): resolves the
-    dataset's identity (task `identity-dataset`, never cached) and ingests both splits (tasks
-    `ingest-train`, `ingest-eval`), whose cache keys then follow the dataset's contents.
+    Made inside the pipeline function from its arguments (`Wiring(place, locals())` before the
+    function defines anything else: the pipeline parameters by name, of which PARAMETERS are read):
+    resolves the dataset's identity (task `identity-dataset`, never cached) and ingests both splits
+    (tasks `ingest-train`, `ingest-eval`), whose cache keys then follow the dataset's contents.
     Every training run gets `train_options` and the same batch (`batch_size` queries with
     `train_negatives` negatives each) and `seed`; BM25 and mining use `seed` too.
     """
 
-    def __init__(
-        self,
-        place: TaskPlacer,
-        *,
-        dataset_uri,
-        dataset_layout,
-        train_split,
-        eval_split,
-        drop_unknown_qrels,
-        train_options,
-        batch_size,
-        train_negatives,
-        seed,
-    ):
+    # The pipeline parameters the shared stages read: both pipelines have them, by these names.
+    PARAMETERS = (
+        "dataset_uri",
+        "dataset_layout",
+        "train_split",
+        "eval_split",
+        "drop_unknown_qrels",
+        "train_options",
+        "batch_size",
+        "train_negatives",
+        "seed",
+    )
+
+    def __init__(self, place: TaskPlacer, parameters: Mapping[str, Any]):
+        missing = [name for name in self.PARAMETERS if name not in parameters]
+        if missing:
+            raise TypeError(f"Wiring: the pipeline has no parameter(s) {missing}")
+        values = {name: parameters[name] for name in self.PARAMETERS}
         self.place = place
-        self.train_options = train_options
-        self.seed = seed
+        self.train_options = values["train_options"]
+        self.seed = values["seed"]
         # lead_core.train.Config fields every training run shares (after its own, in this order).
-        self.batch = {"batch_size": batch_size, "num_negatives": train_negatives, "seed": seed}
+        self.batch = {
+            "batch_size": values["batch_size"],
+            "num_negatives": values["train_negatives"],
+            "seed": self.seed,
+        }
         # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
-        self.dataset_identity = place.identity("identity-dataset", dataset_uri, "dataset")
+        self.dataset_identity = place.identity("identity-dataset", values["dataset_uri"], "dataset")
         self.train_data, self.eval_data = (
             place(
                 f"ingest-{name}",
                 c.ingest(
-                    source=dataset_uri,
-                    layout=dataset_layout,
+                    source=values["dataset_uri"],
+                    layout=values["dataset_layout"],
                     split=split,
-                    drop_unknown_qrels=drop_unknown_qrels,
+                    drop_unknown_qrels=values["drop_unknown_qrels"],
                     dataset_identity=self.dataset_identity,
                 ),
             ).outputs["data"]
-            for name, split in (("train", train_split), ("eval", eval_split))
+            for name, split in (("train", values["train_split"]), ("eval", values["eval_split"]))
         )
 
     def backbone(self, role: str, source) -> Any:
@@ -77,10 +88,12 @@ class Wiring:
         )
 
     def bm25_groups(self, name: str, data, k, negatives, num_negatives, shards, triples_uri) -> Any:
-        """`data`'s training groups (its "groups" output). negatives "triples": read from the
-        official triples file (tasks `identity-triples`, `<name>-triples`); else BM25 or random
-        negatives fanned out over `shards` query shards: the index built once (`<name>-index`), one
-        `<name>-shard` task per shard (dsl.ParallelFor), `<name>-merge` writing what one bm25 task does."""
+        """`data`'s training groups. negatives "triples": read from the official triples file (tasks
+        `identity-triples`, `<name>-triples`); else BM25 or random negatives fanned out over `shards`
+        query shards: the index built once (`<name>-index`), one `<name>-shard` task per shard
+        (dsl.ParallelFor), `<name>-merge` writing what one bm25 task writes. The branch that ran
+        returns its groups' URI and `<name>-groups` imports it (kfp.local resolves dsl.OneOf over
+        parameters, not over artifacts)."""
         with dsl.If(negatives == "triples"):
             identity = self.place.identity("identity-triples", triples_uri, "dataset")
             official = self.place(
@@ -88,7 +101,7 @@ class Wiring:
                 c.bm25_triples(
                     data=data, triples_uri=triples_uri, num_negatives=num_negatives, triples_identity=identity
                 ),
-            ).outputs["groups"]
+            ).outputs["Output"]
         with dsl.Else():
             index = self.place(f"{name}-index", c.bm25_index(data=data, num_shards=shards))
             with dsl.ParallelFor(items=index.outputs["Output"]) as shard:
@@ -111,8 +124,10 @@ class Wiring:
                     shard_runs=dsl.Collected(part.outputs["run"]),
                     shard_groups=dsl.Collected(part.outputs["groups"]),
                 ),
-            ).outputs["groups"]
-        return dsl.OneOf(official, retrieved)
+            ).outputs["Output"]
+        groups = dsl.importer(artifact_uri=dsl.OneOf(official, retrieved), artifact_class=Dataset)
+        groups.set_display_name(f"{name}-groups")
+        return groups.output
 
     def train(self, name: str, groups, init, architecture, max_steps, lr) -> Any:
         """Task `name`: `architecture` (de, cb or ce) trained from `init` on the train split's

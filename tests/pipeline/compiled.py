@@ -4,9 +4,10 @@ from __future__ import annotations
 
 
 def executor_tasks(spec: dict) -> dict[str, dict]:
-    """task name -> task of every container task of `spec`, those inside conditions
-    (dsl.If/Else) and loops (dsl.ParallelFor) included; the sub-DAG tasks themselves are left out."""
+    """task name -> task of every task of `spec` that runs a container, those inside conditions
+    (dsl.If/Else) and loops (dsl.ParallelFor) included; sub-DAGs and importers are left out."""
     components = spec["components"]
+    executors = spec["deploymentSpec"]["executors"]
     out: dict[str, dict] = {}
     pending = [spec["root"]["dag"]]
     while pending:
@@ -14,6 +15,6 @@ def executor_tasks(spec: dict) -> dict[str, dict]:
             component = components[task["componentRef"]["name"]]
             if "dag" in component:
                 pending.append(component["dag"])
-            else:
+            elif "container" in executors[component["executorLabel"]]:
                 out[name] = task
     return out
