@@ -52,6 +52,7 @@ from lead_core.data.schema import (
     write_table,
 )
 from lead_core.data.trec import read_qrels, sort_run, write_trec_run
+from lead_core.resources import check_memory
 from lead_core.tracking import stage_run
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,12 @@ def run(config: Config) -> dict:
         corpus_ids = _corpus_ids(config.corpus)
         judgements.check_in_corpus(corpus_ids, where=str(config.qrels))
     rows = shard_rows(queries.num_rows, config.query_batch_size, config.shard_index, config.num_shards)
+    if config.out_run or config.out_index:  # the index (and the shard's queries) in memory
+        check_memory(
+            "bm25",
+            passages=read_metadata(config.corpus)["num_rows"],
+            queries=len(rows) if config.out_run else 0,
+        )
     if not rows:
         logger.warning(
             "shard %s holds no queries: %d queries make only %d batches of %d",

@@ -16,6 +16,7 @@ from lead_core.artifacts import atomic_outputs, check_writable
 from lead_core.config import to_dict
 from lead_core.data.trec import read_qrels, read_run
 from lead_core.evaluate.metrics import DEFAULT_METRICS, evaluate_run, format_table, paired_ttest, qrels_dict
+from lead_core.resources import check_memory, run_rows
 from lead_core.tracking import stage_run
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
 def run(config: Config) -> dict:
     """Evaluate `config.run` (and the baseline); print, write and return the values."""
     check_writable(config.out, config.per_query_out)
+    check_memory("evaluate", run_rows=sum(run_rows(p) for p in (config.run, config.baseline) if p))
     qrels = qrels_dict(read_qrels(config.qrels))
     result = evaluate_run(
         read_run(config.run), qrels, config.metrics, config.relevance_level, where=config.run

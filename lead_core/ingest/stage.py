@@ -44,6 +44,7 @@ from lead_core.data import beir, msmarco
 from lead_core.data.ids import IdHashes, hash_ids
 from lead_core.data.io import resolve_dir
 from lead_core.data.schema import CORPUS, GROUPS, QRELS, QUERIES, RUN, SchemaError, open_writer, write_table
+from lead_core.resources import check_memory, passages_in_file
 from lead_core.tracking import stage_run
 
 logger = logging.getLogger(__name__)
@@ -328,6 +329,7 @@ def run(config: Config) -> dict:
     with stage_run("ingest", meta) as tracker:
         folder = resolve_source(config.source, config.layout)
         files = _files(folder, config.layout, config.split)
+        check_memory("ingest", passages=passages_in_file(files.corpus))
         qrels = files.read_qrels(files.qrels)
         queries = files.read_queries(files.queries)
         _check_known(

@@ -31,6 +31,7 @@ from lead_core.artifacts import check_writable
 from lead_core.config import ConfigError, to_dict
 from lead_core.data.schema import GROUPS, SchemaError, write_table
 from lead_core.data.trec import read_qrels, read_run
+from lead_core.resources import check_memory, run_rows
 from lead_core.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def mine_groups(
 
 def run(config: Config) -> dict[str, Any]:
     check_writable(config.out_groups)
+    check_memory("mine", run_rows=run_rows(config.run))
     with stage_run("mine", to_dict(config)) as tracker:
         run_table = read_run(config.run)
         qrels = read_qrels(config.qrels)
