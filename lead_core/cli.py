@@ -18,7 +18,7 @@ import logging
 import sys
 
 from lead_core import __version__
-from lead_core.config import add_arguments, from_args
+from lead_core.config import flag_parser, from_flags
 from lead_core.errors import UserError
 
 # stage name -> one-line description; the stage is the module `lead_core.<name>` (Config, run).
@@ -84,15 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     config_cls, run = _load_stage(head.stage)
-    stage_parser = argparse.ArgumentParser(prog=f"lead {head.stage}", description=STAGES[head.stage])
-    add_arguments(stage_parser, config_cls)
+    stage_parser = flag_parser(config_cls, prog=f"lead {head.stage}", description=STAGES[head.stage])
     if head.stage in MULTI_PROCESS_STAGES:
         stage_parser.add_argument(
             "--nproc", type=int, default=1, help="processes, one per GPU (gloo on CPU); 1: this process"
         )
-    args = stage_parser.parse_args(rest)
     try:
-        config = from_args(config_cls, args)
+        config, args = from_flags(stage_parser, rest)
         if getattr(args, "nproc", 1) > 1:
             from lead_core.distributed import RankFailedError, launch
 

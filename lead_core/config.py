@@ -1,9 +1,12 @@
 """Typed stage configs: one dataclass per stage, read from a JSON/YAML file, flags, or both.
 
-Every stage module exports `Config` (a dataclass) and `run(config) -> dict`. The CLI builds its
-flags from the dataclass fields (name `foo_bar` -> `--foo-bar`), so the flags, the config file
-and the KFP component all speak the same field names. A field's help text is its
-`metadata={"help": ...}`.
+Every stage module exports `Config` (a dataclass) and `run(config) -> dict`. The flags are
+transformers' `HfArgumentParser` over the dataclass (field `foo_bar` -> `--foo-bar`, help text from
+`metadata={"help": ...}`, a Literal's values as choices), so the flags, the config file and the KFP
+component all speak the same field names. Kept here by hand, because HfArgumentParser has no place
+for them: `--config FILE` merged under the flags; reading a value of the wrong type the way a file,
+a flag, KFP (an int as "3.0") or `--set key=value` gives it, with errors that name the file and
+line or the flag (`ConfigError`, a `UserError`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _is_list(tp: Any) -> bool:
+    return tp in (list, tuple) or get_origin(tp) in (list, tuple)
+
+
+def _is_dict(tp: Any) -> bool:
+    return tp is dict or get_origin(tp) is dict
+
+
 def _parse_bool(text: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -56,14 +67,13 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             if value not in get_args(tp):
                 raise ConfigError(f"config field {name!r} must be one of {list(get_args(tp))}, got {value!r}")
             return value
-        if origin in (list, tuple):
-            (item,) = get_args(tp)[:1]
-            if isinstance(value, str):
+        if _is_list(tp):
+            if isinstance(value, str):  # a flag's or KFP's "a,b"
                 value = [v for v in value.split(",") if v.strip()]
-            return [_coerce(name, item, v) for v in value]
-        if origin is dict or tp is dict:
-            if isinstance(value, str):
-                value = json.loads(value)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"config field {name!r} must be a list, got {value!r}")
+            return [_coerce(name, (*get_args(tp), Any)[0], v) for v in value]
+        if _is_dict(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config field {name!r} must be a mapping, got {value!r}")
             return value
@@ -170,32 +180,44 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add `--config FILE` and one flag per dataclass field to `parser`."""
-    parser.add_argument("--config", help="JSON or YAML file of config fields; flags override it")
+def flag_parser(cls: type, **kwargs: Any) -> argparse.ArgumentParser:
+    """`--config FILE` and HfArgumentParser's flags for the fields of `cls` (`kwargs`: prog, description).
+
+    Changed from HfArgumentParser's, to keep the flags users have: no flag is required (a field may
+    come from `--config`); a list is one value `--names a,b`; a bool is `--flag`, `--flag false` or
+    `--flag off` (`bool | None` too); no `--foo_bar` spelling; HfArgumentParser's `--no-flag` is
+    accepted but not shown in --help.
+    Parse with `from_flags`.
+    """
+    # Imported here: transformers costs about a second of imports (no torch), paid by the CLI only.
+    from transformers.hf_argparser import HfArgumentParser
+
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument(
+        "--config", default=argparse.SUPPRESS, help="JSON or YAML file of config fields; flags override it"
+    )
+    parser = HfArgumentParser(cls, parents=[config_flag], **kwargs)
     hints = _field_types(cls)
-    for field in dataclasses.fields(cls):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for action in parser._actions:
+        field = fields.get(action.dest)
+        if field is None:
+            continue
+        # Only `--foo-bar`: with `--foo_bar` too, Python 3.11 finds an abbreviation `--foo` ambiguous.
+        for flag in [flag for flag in action.option_strings if "_" in flag]:
+            action.option_strings.remove(flag)
+            del parser._option_string_actions[flag]
+        if isinstance(action, argparse._StoreFalseAction):  # HfArgumentParser's `--no-flag`
+            action.help = argparse.SUPPRESS
+            continue
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            action.required, action.default = False, argparse.SUPPRESS  # no "(default: None)" in --help
         tp, _ = _unwrap_optional(hints[field.name])
-        flag = "--" + field.name.replace("_", "-")
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        help_text = field.metadata.get("help", "")
-        if not required:
-            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-            help_text = f"{help_text} (default: {default})".strip()
-        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": help_text}
-        origin = get_origin(tp)
-        if origin is Literal:
-            kwargs["choices"] = list(get_args(tp))
-        elif tp is bool:
-            kwargs["type"] = _parse_bool
-            kwargs["nargs"] = "?"
-            kwargs["const"] = True
-            kwargs["metavar"] = "BOOL"
-        elif origin in (list, tuple):
-            kwargs["metavar"] = "A,B,..."
-        elif tp in (int, float):
-            kwargs["type"] = tp
-        parser.add_argument(flag, **kwargs)
+        if tp is bool:
+            action.type, action.nargs, action.const, action.metavar = _parse_bool, "?", True, "BOOL"
+        elif _is_list(tp):
+            action.type, action.nargs, action.metavar = None, None, "A,B,..."  # items read in from_dict
+    return parser
 
 
 def key_lines(path: str | Path) -> dict[str, int]:
@@ -213,14 +235,39 @@ def key_lines(path: str | Path) -> dict[str, int]:
     }
 
 
-def from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Merge `--config FILE` with the flags given on the command line (flags win)."""
+def from_flags(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[Any, argparse.Namespace]:
+    """The config of `flag_parser(cls)`'s command line `argv`: `--config FILE` merged with the flags
+    given (flags win), and the namespace (for flags the caller added). Argparse's usage errors exit 2."""
+    (cls,) = parser.dataclass_types
+    names = [f.name for f in dataclasses.fields(cls)]
+    # A namespace that has every field already gets no argparse defaults: None is "flag not given".
+    args = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names)))
     path = getattr(args, "config", None)
     values: dict[str, Any] = load_file(path) if path else {}
     origin = {name: f"{path}: line {line}" for name, line in key_lines(path).items()} if path else {}
-    for field in dataclasses.fields(cls):
-        value = getattr(args, field.name, None)
+    for name in names:
+        value = getattr(args, name)
         if value is not None:
-            values[field.name] = value
-            origin[field.name] = "--" + field.name.replace("_", "-")
-    return from_dict(cls, values, where=path or "command line", origin=origin)
+            values[name] = value
+            origin[name] = "--" + name.replace("_", "-")
+    return from_dict(cls, values, where=path or "command line", origin=origin), args
+
+
+def parse_assignments(items: list[str], types: dict[str, Any]) -> dict[str, Any]:
+    """`key=value` items (`--set`) -> {key: value of types[key]}: the text read as a flag's value,
+    a list or mapping as YAML (`[a, b]`, `{k: 1}`; a list also `a,b`), then as a config file's."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise ConfigError(f"--set {item!r}: expected key=value with key one of {sorted(types)}")
+        tp, _ = _unwrap_optional(types[key])
+        try:
+            value = yaml.safe_load(text) if _is_list(tp) or _is_dict(tp) else text
+            values[key] = _coerce(key, types[key], value)
+        except (ConfigError, yaml.YAMLError) as err:
+            raise ConfigError(f"--set {item!r}: {' '.join(str(err).split())}") from None
+    return values
