@@ -296,23 +296,12 @@ lead_pipeline, STAGES = build_pipeline()
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
     """`key=value` pairs -> pipeline parameters, each value read as its default's type."""
-    import yaml
+    from lead_core.config import ConfigError, parse_assignments
 
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in MSMARCO:
-            raise SystemExit(f"--set {item!r}: expected key=value with key one of {sorted(MSMARCO)}")
-        default = MSMARCO[key]
-        value = yaml.safe_load(text) if isinstance(default, (list, dict, bool)) else text
-        try:
-            values[key] = type(default)(value) if not isinstance(default, (list, dict)) else value
-        except (TypeError, ValueError) as err:
-            raise SystemExit(f"--set {item!r}: {err}") from err
-        if not isinstance(values[key], type(default)):
-            raise SystemExit(f"--set {item!r}: expected a {type(default).__name__}")
-    return values
+    try:
+        return parse_assignments(items, {key: type(default) for key, default in MSMARCO.items()})
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
 
 
 def parameters(args: argparse.Namespace) -> dict[str, Any]:
