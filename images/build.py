@@ -49,11 +49,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from images.reference import code_hash, image_ref, registry, version
 
-from images.reference import code_hash, image_ref, registry, version  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # the checkout whose code the images hold (pip install -e .)
 
 IMAGES = REPO / "images"
 DOCKERFILES = {

@@ -1,4 +1,4 @@
-"""The command-line parts both pipelines share: profile options, and compiling or submitting a run.
+"""The command-line parts both pipelines share: profile options, local runs, compiling or submitting.
 
 `python pipelines/<pipeline>.py --compile FILE` writes the spec with a profile's values as the
 parameter defaults; `--submit --endpoint URL` starts a run through kfp.Client. (Without a profile,
@@ -9,6 +9,7 @@ its built-in defaults.)
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lead_core.profiles import DEFAULT_MODEL_DIR, PROFILES
@@ -20,11 +21,10 @@ def add_compile_submit(mode: argparse._MutuallyExclusiveGroup) -> None:
     mode.add_argument("--submit", action="store_true", help="submit a run to a KFP endpoint (kfp.Client)")
 
 
-def add_profile(parser: argparse.ArgumentParser) -> None:
-    """--profile (the parameter defaults) and --model-dir (where the gpu profile's models are)."""
-    parser.add_argument(
-        "--profile", choices=PROFILES, default="cpu", help="parameter defaults (lead_core.profiles)"
-    )
+def add_profile(parser: argparse.ArgumentParser, source: str = "lead_core.profiles") -> None:
+    """--profile (the parameter defaults, from `source`) and --model-dir (where the gpu profile's
+    models are)."""
+    parser.add_argument("--profile", choices=PROFILES, default="cpu", help=f"parameter defaults ({source})")
     parser.add_argument(
         "--model-dir", default=DEFAULT_MODEL_DIR, help="where the gpu profile finds all-mpnet-base-v2"
     )
@@ -35,6 +35,27 @@ def add_cluster(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="submit: KFP API endpoint URL")
     parser.add_argument("--experiment", default="lead", help="submit: KFP experiment name")
     parser.add_argument("--mlflow-uri", default="", help="compile/submit: MLFLOW_TRACKING_URI of every task")
+
+
+def dataset_argument(text: str) -> str:
+    """--dataset's value as a pipeline parameter: an existing local path made absolute (tasks run
+    in folders of their own), anything else (a URI) as given."""
+    return str(Path(text).resolve()) if Path(text).exists() else text
+
+
+def init_local(pipeline_root: Path, cache_root: Path, runner: Any = None) -> None:
+    """kfp.local for the next pipeline call: caching on (entries under `cache_root`), artifacts
+    under `pipeline_root`, a failed task raises. `runner`: by default each task in a subprocess
+    of this Python (nothing pip-installed: the installed project is what tasks import)."""
+    from kfp import local
+
+    local.init(
+        runner=runner or local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=True,
+        cache_root=str(cache_root),
+        raise_on_error=True,
+    )
 
 
 def compile_or_submit(

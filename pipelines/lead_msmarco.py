@@ -187,18 +187,7 @@ def build_pipeline(
         place = TaskPlacer(
             accelerator_type, gpu_count, mlflow_tracking_uri, fingerprint, force, stages, images
         )
-        wire = Wiring(
-            place,
-            dataset_uri=dataset_uri,
-            dataset_layout=dataset_layout,
-            train_split=train_split,
-            eval_split=eval_split,
-            drop_unknown_qrels=drop_unknown_qrels,
-            train_options=train_options,
-            batch_size=batch_size,
-            train_negatives=train_negatives,
-            seed=seed,
-        )
+        wire = Wiring(place, locals())
         train_data, eval_data = wire.train_data, wire.eval_data
         inits = {
             role: wire.backbone(role, source)
@@ -307,8 +296,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 def parameters(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_sets(args.set or [])
     if args.dataset:
-        dataset = args.dataset
-        overrides["dataset_uri"] = str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
+        overrides["dataset_uri"] = cli.dataset_argument(args.dataset)
     return profile(args.profile, model_dir=args.model_dir, **overrides)
 
 
@@ -340,8 +328,6 @@ def metric_rows(outputs: dict[str, Any], measures: list[str]) -> dict[str, dict[
 
 def run_local(args: argparse.Namespace) -> dict[str, Any]:
     """Run the pipeline through kfp.local; print and return the metric table."""
-    from kfp import local
-
     from lead_core.evaluate import format_table
     from lead_core.tracking import TRACKING_URI_ENV, describe_run, local_default_uri, pipeline_run, runs_page
 
@@ -359,13 +345,7 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         fingerprint=code_fingerprint(),
         images=docker.images if docker else None,
     )
-    local.init(
-        runner=docker.runner if docker else local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
-        enable_caching=True,
-        cache_root=str(cache_root),
-        raise_on_error=True,
-    )
+    cli.init_local(pipeline_root, cache_root, docker.runner if docker else None)
     before = {p.name for p in pipeline_root.iterdir()}
     start = time.time()
     defaults = profile(args.profile, model_dir=args.model_dir)

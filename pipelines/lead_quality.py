@@ -142,18 +142,7 @@ def build_pipeline(items: list[dict], mlflow_tracking_uri: str = ""):
         """
 
         place = TaskPlacer(accelerator_type, gpu_count, mlflow_tracking_uri)
-        wire = Wiring(
-            place,
-            dataset_uri=dataset_uri,
-            dataset_layout=dataset_layout,
-            train_split=train_split,
-            eval_split=eval_split,
-            drop_unknown_qrels=drop_unknown_qrels,
-            train_options=train_options,
-            batch_size=batch_size,
-            train_negatives=train_negatives,
-            seed=seed,
-        )
+        wire = Wiring(place, locals())
         train_data, eval_data = wire.train_data, wire.eval_data
         teacher_init, student_init = (
             wire.backbone("teacher", teacher_model),

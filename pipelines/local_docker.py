@@ -21,15 +21,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import sys
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # images/ and components/ are imported from the repository
-    sys.path.insert(0, str(REPO))
 
 GPU_STAGES_NOTE = "no GPU on this machine: the GPU stages ({stages}) run in the CPU image {ref}"
 # Free space a local run needs under its workdir (the cpu profile writes ~0.5 GB of artifacts).

@@ -3,13 +3,13 @@ reads a source named by a pipeline parameter (dataset, backbones) takes that sou
 resolved by a task that never comes from the cache; every other task stays cacheable. Also: the
 summary of a local run counts only that run's tasks (compile and folder checks only: cheap)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import compiler
 
+from pipelines import lead_msmarco, lead_quality
 from tests.pipeline.compiled import executor_tasks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,17 +25,6 @@ IDENTITY_INPUT = {
 DATASET_READERS = {"ingest", "bm25-triples"}
 # (component, input) pairs that take a source's name as a label only and never read it.
 LABELS = {("export", "teacher_source")}
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "pipelines" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lead_msmarco = _module("lead_msmarco")
-lead_quality = _module("lead_quality")
 
 
 def _component(task: dict) -> str:
@@ -83,8 +72,7 @@ def test_every_source_reaches_its_stage_with_an_uncached_identity(tmp_path, name
         sources = {
             arg: _pipeline_parameter(spec)
             for arg, spec in params.items()
-            if _pipeline_parameter(spec) in SOURCE_PARAMETERS
-            and (_component(task), arg) not in LABELS
+            if _pipeline_parameter(spec) in SOURCE_PARAMETERS and (_component(task), arg) not in LABELS
         }
         if not sources or task_name in identities:
             continue

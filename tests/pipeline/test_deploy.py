@@ -432,10 +432,9 @@ def test_network_policies_admit_only_the_expected_peers(rendered):
 def test_pipeline_tasks_read_mlflow_credentials_from_the_template_secret(tmp_path):
     from kfp import compiler
 
-    spec = importlib.util.spec_from_file_location("lead_msmarco", REPO / "pipelines" / "lead_msmarco.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    pipeline, _ = module.build_pipeline()
+    from pipelines import lead_msmarco
+
+    pipeline, _ = lead_msmarco.build_pipeline()
     compiler.Compiler().compile(pipeline, str(tmp_path / "spec.yaml"))
     _, platform = yaml.safe_load_all((tmp_path / "spec.yaml").read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -202,7 +202,8 @@ def test_a_source_change_changes_the_image_references_and_the_compiled_pipeline(
     """In a copy of the tree: images/build.py and --compile name the same images; editing one
     lead_core file changes both, editing the README changes neither."""
     root = _tree_copy(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in (image.FINGERPRINT_ENV, "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k != image.FINGERPRINT_ENV}
+    env["PYTHONPATH"] = str(root)  # the copy's packages, not the installed checkout's
     before = _refs(root, env)
     compiled = _compiled_images(root, env, tmp_path / "before.yaml")
     assert compiled == {before["cpu"], before["cuda"]}

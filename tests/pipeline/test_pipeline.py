@@ -2,7 +2,6 @@
 caches so that changing one distillation parameter re-runs distillation and its descendants only
 (the smoke runs are shared with the MLflow UI test: tests/pipeline/conftest.py)."""
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -14,22 +13,12 @@ from kfp import compiler
 
 import components
 from lead_core.profiles import MSMARCO, PARAMETERS, PROFILES, profile
+from pipelines import lead_msmarco
 from tests.pipeline.compiled import executor_tasks
 from tests.pipeline.smoke import run_smoke
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "pipelines" / "lead_msmarco.py"
 GPU_COMPONENTS = {"train", "distill", "encode", "search", "rerank"}
-
-
-def _load_pipeline_module():
-    spec = importlib.util.spec_from_file_location("lead_msmarco", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lead_msmarco = _load_pipeline_module()
 
 
 def _compile(tmp_path, pipeline_or_component, name="spec.yaml", **kwargs):

@@ -3,6 +3,7 @@ experiment and post one run whose pipeline spec is ours and whose runtime parame
 profile's, overrides applied. No cluster runs here, so the server records what a real one receives."""
 
 import json
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,6 +11,7 @@ import pytest
 
 from lead_core.profiles import profile
 
+from .test_packaging import KFP, REPO
 from .test_pipeline import lead_msmarco
 
 
@@ -38,6 +40,15 @@ class _FakeKfpApi(BaseHTTPRequestHandler):
             return self._reply(200, {"multi_user": False})
         if self.path.startswith("/apis/v2beta1/experiments"):
             return self._reply(200, {"experiments": [], "total_size": 0})
+        if self.path == "/apis/v2beta1/runs/run-1":  # `kfp run create` shows the run it created
+            runs = [
+                body
+                for method, path, body in self.requests
+                if (method, path) == ("POST", "/apis/v2beta1/runs")
+            ]
+            return self._reply(
+                200, {**runs[-1], "run_id": "run-1", "state": "PENDING", "created_at": "2026-01-01T00:00:00Z"}
+            )
         return self._reply(404, {"error": f"unexpected GET {self.path}"})
 
     def do_POST(self):  # noqa: N802
@@ -100,3 +111,30 @@ def test_submit_without_an_endpoint_is_a_usage_error(capsys):
         lead_msmarco.main(["--submit"])
     assert exit_.value.code == 2
     assert "--submit needs --endpoint URL" in capsys.readouterr().err
+
+
+def test_kfp_run_create_posts_the_spec_kfp_dsl_compile_wrote(kfp_api, tmp_path):
+    """The README's cluster commands without the script: `kfp dsl compile`, then `kfp run create`
+    with parameters as key=value."""
+    endpoint, requests = kfp_api
+    spec_file = tmp_path / "lead.yaml"
+    compiled = subprocess.run(
+        [str(KFP), "dsl", "compile", "--py", "pipelines/lead_msmarco.py", "--output", str(spec_file)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    created = subprocess.run(
+        [str(KFP), "--endpoint", endpoint, "run", "create", "--experiment-name", "lead",
+         "--package-file", str(spec_file), "dataset_uri=s3://bucket/msmarco", "tau_l=5"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-3000:]
+
+    posts = {path: body for method, path, body in requests if method == "POST"}
+    assert posts["/apis/v2beta1/experiments"]["display_name"] == "lead"
+    run = posts["/apis/v2beta1/runs"]
+    assert run["experiment_id"] == "exp-1"
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "lead-msmarco"
+    assert "nvidia.com/gpu" in json.dumps(run["pipeline_spec"]["platform_spec"])
+    # Only the parameters given travel; the others keep the spec's defaults (the msmarco profile).
+    assert run["runtime_config"]["parameters"] == {"dataset_uri": "s3://bucket/msmarco", "tau_l": 5}
