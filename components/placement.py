@@ -91,6 +91,8 @@ class TaskPlacer:
         component = task.component_spec.name
         cpu, memory = RESOURCES[component]
         task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+        # The stage compares its estimated peak memory with this before it starts (lead_core.resources).
+        task.set_env_variable("LEAD_MEMORY_REQUEST", memory)
         if component in GPU_COMPONENTS:
             task.set_accelerator_type(self.accelerator_type).set_accelerator_limit(self.gpu_count)
             kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
