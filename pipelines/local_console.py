@@ -62,6 +62,7 @@ class _Task:
         self.label = log.stem  # what the console calls it: "distill.2" for a second run of "distill"
         self.file = log.open("a", encoding="utf-8", buffering=1)  # by line: `tail -f` follows a running task
         self.ended = False
+        self.tail: list[str] = []  # its last lines when it failed
 
 
 def _current_stderr(router: TextIO) -> TextIO:
@@ -155,17 +156,27 @@ class _Router(io.TextIOBase):
                     return
                 self.failed.append(task)
                 self._say(task.label, f"FAILED  {seconds}  full log: {task.log}")
+                task.file.flush()
                 with task.log.open(encoding="utf-8", errors="replace") as f:
                     tail = [line.rstrip() for line in deque(f, maxlen=TAIL_LINES + 5)]
                 while tail and not tail[-1]:  # kfp ends a task's stream with blank lines
                     tail.pop()
-                for line in tail[-TAIL_LINES:]:
-                    self.console.write(f"    | {line}\n")
-                self.console.flush()
+                task.tail = tail[-TAIL_LINES:]
+
+    def print_failure(self, task: _Task) -> None:
+        """The failed task's last lines (as they were when it failed), printed when the run has
+        ended: tasks that ran beside it print their lines after its failure, and the error should
+        be what the user sees last."""
+        self.console.write(f"{task.label} failed; its last lines:\n")
+        for line in task.tail:
+            self.console.write(f"    | {line}\n")
+        self.console.flush()
 
     def close_all(self) -> None:
         """Close every log; from now on writes go to the current sys.stderr."""
         with self.lock:
+            if self.finished:
+                return
             for thread, text in list(self.partial.items()):
                 self._line(thread, text)
             self.partial.clear()
@@ -223,6 +234,8 @@ def task_console(
         if not router.failed:
             raise
         task = router.failed[0]
+        router.close_all()
+        router.print_failure(task)
         raise TaskFailed(f"task {task.label} failed; its log: {task.log}") from err
     finally:
         root.removeFilter(event_filter)

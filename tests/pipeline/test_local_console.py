@@ -125,7 +125,8 @@ def test_a_failed_task_prints_its_log_path_and_last_lines(local_run, capsys):
     log = logs / "make-stage.log"
     assert str(failed.value) == f"task make-stage failed; its log: {log}"
     assert re.fullmatch(rf"make-stage +FAILED +\d+\.\d s  full log: {re.escape(str(log))}", lines[1])
-    tail = lines[2:]
+    assert lines[2] == "make-stage failed; its last lines:"  # printed when the run has ended
+    tail = lines[3:]
     assert len(tail) == 20 and all(line.startswith("    | ") for line in tail)
     assert tail[-1].endswith("ValueError: make was told to fail")
     assert "make line 29" in out and "make line 0" not in out  # the last lines only
