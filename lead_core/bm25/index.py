@@ -6,8 +6,9 @@ stay one Arrow string array, looked up by position.
 
 An index is saved to a folder once (`save`) and loaded by every query shard (`load`), so that
 sharded retrieval scores against exactly the index a single task would build. Retrieval uses
-bm25s's numba backend when numba is installed (exact, like the numpy one, and multi-threaded
-with `threads`), else its numpy backend.
+bm25s's numba backend when numba is installed, else its numpy backend (`backend="auto"`). Both are
+exact: the same scores and the same documents above each query's k-th score; they may keep
+different documents among those tied at the k-th score (benchmarks/bm25_backends.py).
 """
 
 from __future__ import annotations
@@ -42,9 +43,22 @@ logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 NO_STEMMER = ("", "none")
 NO_STOPWORDS = ("", "none")
-# bm25s's retrieval backend: numba scores and selects top-k in compiled code with its own threads;
-# numpy is the fallback (its threads are a ThreadPoolExecutor, bounded by the GIL between numpy calls).
-BACKEND = "numba" if importlib.util.find_spec("numba") else "numpy"
+# bm25s's retrieval backends: numba scores and selects top-k in compiled code with its own threads;
+# numpy runs each query's numpy calls in a ThreadPoolExecutor of `threads` (they release the GIL).
+BACKENDS = ("auto", "numpy", "numba")
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """ "numba" or "numpy": "auto" is numba when it is installed."""
+    if backend == "auto":
+        return "numba" if importlib.util.find_spec("numba") else "numpy"
+    if backend == "numba" and not importlib.util.find_spec("numba"):
+        raise ConfigError("backend numba needs the numba package (pip install numba), or use numpy/auto")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown bm25s backend {backend!r}; expected one of {list(BACKENDS)}")
+    return backend
+
+
 # Files of a saved index folder besides bm25s's own (data/indices/indptr/vocab/params .index.*).
 _PARAMS = "lead_bm25.json"
 _TOKENIZER_VOCAB = "vocab.tokenizer.json"
@@ -103,6 +117,7 @@ class BM25Index:
         b: float = 0.75,
         method: str = "lucene",
         batch_size: int = 10_000,
+        backend: str = "auto",
     ) -> BM25Index:
         """Tokenize a corpus artifact in batches of `batch_size` rows and index it with bm25s."""
         tokenizer = make_tokenizer(stopwords, stemmer)
@@ -119,7 +134,7 @@ class BM25Index:
                 id_chunks.append(batch.column("doc_id"))
                 bar.update(batch.num_rows)
         doc_ids = pa.chunked_array(id_chunks, pa.string()).combine_chunks()
-        retriever = bm25s.BM25(k1=k1, b=b, method=method, backend=BACKEND)
+        retriever = bm25s.BM25(k1=k1, b=b, method=method, backend=resolve_backend(backend))
         # The tokenizer's vocabulary (stem or word -> id) numbers ids 0..V-1, as bm25s expects.
         retriever.index((token_ids, tokenizer.get_vocab_dict()), show_progress=True)
         logger.info("indexed %d documents, vocabulary of %d terms", len(doc_ids), len(retriever.vocab_dict))
@@ -136,8 +151,8 @@ class BM25Index:
         (folder / _PARAMS).write_text(json.dumps({**self.params, "num_docs": self.num_docs}, indent=1))
 
     @classmethod
-    def load(cls, folder: str | Path) -> BM25Index:
-        """An index written by `save`."""
+    def load(cls, folder: str | Path, backend: str = "auto") -> BM25Index:
+        """An index written by `save`, retrieving with bm25s's `backend` (auto, numpy or numba)."""
         folder = Path(folder)
         if not (folder / _PARAMS).is_file():
             raise SchemaError(f"{folder}: not a saved BM25 index (no {_PARAMS}; write one with --out-index)")
@@ -145,7 +160,7 @@ class BM25Index:
         num_docs = params.pop("num_docs")
         tokenizer = make_tokenizer(params["stopwords"], params["stemmer"])
         tokenizer.load_vocab(str(folder), vocab_name=_TOKENIZER_VOCAB)
-        retriever = bm25s.BM25.load(str(folder), backend=BACKEND, show_progress=False)
+        retriever = bm25s.BM25.load(str(folder), backend=resolve_backend(backend), show_progress=False)
         doc_ids = read_table(folder / _DOC_IDS, IDS).column("id").combine_chunks()
         if len(doc_ids) != num_docs:
             raise SchemaError(f"{folder}: {len(doc_ids)} doc ids for an index of {num_docs} documents")

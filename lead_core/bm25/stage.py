@@ -109,6 +109,10 @@ class Config:
     corpus_batch_size: int = field(default=10_000, metadata={"help": "corpus rows tokenized per batch"})
     query_batch_size: int = field(default=1_000, metadata={"help": "queries retrieved and written per batch"})
     threads: int = field(default=0, metadata={"help": "bm25s retrieval threads (0: in the calling thread)"})
+    backend: Literal["auto", "numpy", "numba"] = field(
+        default="auto",
+        metadata={"help": "bm25s retrieval backend (exact both; auto: numba when installed)"},
+    )
     tag: str = field(default="bm25", metadata={"help": "run tag of the TREC run file"})
     out_index: str | None = field(
         default=None, metadata={"help": "also save the index to this folder (for --index of query shards)"}
@@ -225,8 +229,10 @@ def _index(config: Config, num_docs: int) -> BM25Index:
     """The saved index of `config.index`, checked against the corpus and the scoring settings, or a new one."""
     settings = {k: getattr(config, k) for k in ("stopwords", "stemmer", "k1", "b", "method")}
     if not config.index:
-        return BM25Index.build(config.corpus, batch_size=config.corpus_batch_size, **settings)
-    index = BM25Index.load(config.index)
+        return BM25Index.build(
+            config.corpus, batch_size=config.corpus_batch_size, backend=config.backend, **settings
+        )
+    index = BM25Index.load(config.index, backend=config.backend)
     differ = {k: (index.params[k], v) for k, v in settings.items() if index.params[k] != v}
     if differ:
         raise ConfigError(f"{config.index}: the index was built with other settings (saved, asked): {differ}")
@@ -337,6 +343,12 @@ def _retrieve(
     """
     if config.k > index.num_docs:
         logger.warning("k=%d exceeds the corpus size; retrieving all %d documents", config.k, index.num_docs)
+    logger.info(
+        "retrieving %d queries with bm25s's %s backend, %d threads",
+        queries.num_rows,
+        index.retriever.backend,
+        config.threads,
+    )
     started = time.perf_counter()
     qids = queries.column("query_id").to_pylist()
     texts = queries.column("text").to_pylist()
@@ -436,7 +448,7 @@ def _merge(config: Config) -> dict:
 
 
 # Config fields that differ between the shards of one retrieval (everything else must be equal).
-_PER_SHARD = ("shard", "out_run", "out_trec", "out_groups", "out_index", "index")
+_PER_SHARD = ("shard", "out_run", "out_trec", "out_groups", "out_index", "index", "threads")
 
 
 def _check_shards(paths: list[str], schema) -> tuple[list[str], list[dict]]:
