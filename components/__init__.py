@@ -16,7 +16,7 @@ from components.ingest import ingest
 from components.mine import mine
 from components.rerank import rerank
 from components.search import search
-from components.train import distill, train
+from components.train import distill, train, untrained
 
 ALL = (
     identity,
@@ -29,6 +29,7 @@ ALL = (
     bm25_triples,
     train,
     distill,
+    untrained,
     encode,
     index,
     search,
@@ -57,4 +58,5 @@ __all__ = [
     "rerank",
     "search",
     "train",
+    "untrained",
 ]

@@ -29,6 +29,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "export": ("2", "8Gi"),
     "train": ("8", "64Gi"),
     "distill": ("8", "64Gi"),
+    "untrained": ("1", "8Gi"),
     "encode": ("8", "32Gi"),
     "search": ("8", "64Gi"),
     "rerank": ("8", "32Gi"),

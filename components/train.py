@@ -1,9 +1,10 @@
-"""Components: one trainer (lead_core.train) for phase 1 and the warm-ups (`train`) and for distillation (`distill`)."""
+"""Components: one trainer (lead_core.train) for phase 1 and the warm-ups (`train`) and for distillation
+(`distill`); `untrained`: the model they start from, as it is (zero-shot baselines)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components._image import BASE_IMAGE_CUDA
+from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA
 
 
 @dsl.component(base_image=BASE_IMAGE_CUDA, install_kfp_package=False)
@@ -50,6 +51,7 @@ def distill(
     options: dict,
     model: Output[Model],
     teacher_out: Output[Model],
+    log: Output[Dataset],
 ):
     """Distil the teacher into the student (LEAD, RD or FD); both may train jointly.
 
@@ -62,6 +64,7 @@ def distill(
         options: further lead_core.train.Config fields (e.g. passage_max_length, precision); params win.
         model: output student model directory.
         teacher_out: output teacher model directory (changed by joint LEAD training).
+        log: output JSONL file: each optimizer step's losses and layer weights (`lead report` plots it).
     """
     from lead_core.config import from_dict
     from lead_core.distributed import accelerator_count, launch
@@ -75,6 +78,34 @@ def distill(
         "teacher": teacher.path,
         "out": model.path,
         "out_teacher": teacher_out.path,
+        "step_log": log.path,
     }
     config = from_dict(Config, {**options, **params, **paths}, where="distill params")
     launch(run, config, nproc=accelerator_count())  # one process per GPU the task sees
+
+
+@dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
+def untrained(init: Input[Model], architecture: str, options: dict, model: Output[Model]):
+    """The model a training run from the backbone `init` starts from, saved without training (a
+    quality comparison's zero-shot row).
+
+    Args:
+        init: a backbone folder (the backbone component's output).
+        architecture: de, cb or ce.
+        options: lead_core.train.Config fields of the training runs; the model's own (pooling,
+            query_max_length, passage_max_length, appended_linear) are used, the rest ignored.
+        model: output lead model directory.
+    """
+    from dataclasses import fields
+
+    from lead_core.config import from_dict
+    from lead_core.models import ModelConfig, build_model
+
+    own = {f.name for f in fields(ModelConfig)}
+    settings = {key: value for key, value in options.items() if key in own}
+    config = from_dict(
+        ModelConfig,
+        {**settings, "architecture": architecture, "backbone": init.path},
+        where="untrained options",
+    )  # converts the numbers KFP hands over as floats
+    build_model(config).save(model.path)

@@ -144,6 +144,8 @@ def run(config: Config) -> dict:
             for r in table.rows
         },
         "baseline": table.baseline,
+        # name -> each of its runs' (seeds') mean measures, in input order
+        "per_run": {name: [r.aggregate for r in runs] for name, runs in results.items()},
         "markdown": to_markdown(table, title=config.title),
         "written": [str(p) for p in written],
         "plots": [str(p) for p in plots],
