@@ -302,8 +302,17 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def executed_tasks(run_dir: Path | None) -> list[str]:
     """Tasks that ran in one local pipeline run: cache hits create no task folder (and a run whose
-    tasks all came from the cache may create no run folder: `run_dir` None)."""
-    return sorted(p.name for p in run_dir.iterdir() if p.is_dir()) if run_dir and run_dir.is_dir() else []
+    tasks all came from the cache may create no run folder: `run_dir` None). A dsl.ParallelFor's
+    tasks sit in one `for-loop-<n>-iteration-<i>` folder per iteration (listed once)."""
+    if not (run_dir and run_dir.is_dir()):
+        return []
+    names = set()
+    for folder in (p for p in run_dir.iterdir() if p.is_dir()):
+        if folder.name.startswith("for-loop-"):
+            names.update(p.name for p in folder.iterdir() if p.is_dir())
+        else:
+            names.add(folder.name)
+    return sorted(names)
 
 
 def new_run_dir(pipeline_root: Path, before: set[str]) -> Path | None:

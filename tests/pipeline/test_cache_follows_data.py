@@ -111,6 +111,10 @@ def test_summary_counts_only_this_runs_task_folders(tmp_path):
     (this_run / "ingest-2").mkdir()
     assert lead_msmarco.new_run_dir(root, before) == this_run
     assert lead_msmarco.executed_tasks(this_run) == ["identity", "ingest-2"]
+    # a ParallelFor's tasks run in one folder per iteration
+    for i in range(2):
+        (this_run / f"for-loop-4-iteration-{i}" / "bm25-shard").mkdir(parents=True)
+    assert lead_msmarco.executed_tasks(this_run) == ["bm25-shard", "identity", "ingest-2"]
 
 
 def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_path, scifact_dir, monkeypatch):
