@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,21 +38,27 @@ def test_the_installed_project_imports_components_pipelines_and_images_from_anyw
     ]
 
 
-def test_kfp_dsl_compile_gives_the_msmarco_profiles_spec(tmp_path):
-    """`kfp dsl compile --py pipelines/lead_msmarco.py` (the module's one pipeline, its built-in
-    defaults) writes the spec `--compile FILE --profile msmarco` writes."""
+@pytest.mark.parametrize(
+    ("script", "name", "profile"),
+    [("lead_msmarco.py", "lead-msmarco", "msmarco"), ("lead_quality.py", "lead-quality", "cpu")],
+)
+def test_kfp_dsl_compile_gives_the_spec_of_the_script_with_its_default_profile(
+    tmp_path, script, name, profile
+):
+    """`kfp dsl compile --py pipelines/<script>` (the module's one pipeline with its built-in
+    defaults) writes the spec `--compile FILE --profile <its defaults' profile>` writes."""
     env = _env()
     by_kfp, by_script = tmp_path / "kfp.yaml", tmp_path / "script.yaml"
     done = subprocess.run(
-        [str(KFP), "dsl", "compile", "--py", "pipelines/lead_msmarco.py", "--output", str(by_kfp)],
+        [str(KFP), "dsl", "compile", "--py", f"pipelines/{script}", "--output", str(by_kfp)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     done = subprocess.run(
-        [sys.executable, "pipelines/lead_msmarco.py", "--compile", str(by_script), "--profile", "msmarco"],
+        [sys.executable, f"pipelines/{script}", "--compile", str(by_script), "--profile", profile],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     spec, platform = yaml.safe_load_all(by_kfp.read_text())
-    assert spec["pipelineInfo"]["name"] == "lead-msmarco" and len(spec["root"]["dag"]["tasks"]) > 30
+    assert spec["pipelineInfo"]["name"] == name and len(spec["root"]["dag"]["tasks"]) > 10
     assert [spec, platform] == list(yaml.safe_load_all(by_script.read_text()))
