@@ -26,13 +26,10 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from lead_core.artifacts import atomic_path  # noqa: E402
-from lead_core.report.methods import CORE, methods_for  # noqa: E402
-from pipelines import cli  # noqa: E402
-from pipelines.lead_quality import (  # noqa: E402
+from lead_core.artifacts import atomic_path
+from lead_core.report.methods import CORE, methods_for
+from pipelines import cli
+from pipelines.lead_quality import (
     FIXED_ROWS,
     STUDENT_LAYERS,
     comparison_profile,
@@ -40,6 +37,7 @@ from pipelines.lead_quality import (  # noqa: E402
     run_local,
 )
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout (pip install -e .): results and datasets beside it
 RESULTS = REPO / "benchmarks" / "results"
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
 # Shorthands for the datasets on these machines (folders under --datasets-dir) and how to read them.
