@@ -289,8 +289,7 @@ def usage():
 
 base = usage()
 out = {"base_rss_bytes": base["peak"]}
-if stage == "bm25":
-    out["backend"] = bm25_index.BACKEND
+
 if stage == "ingest":
     out["summary"] = mod.run(mod.Config(source=args["source"], layout="msmarco", split="train", out=args["out"]))
 elif stage == "bm25":
@@ -308,6 +307,7 @@ elif stage == "bm25":
         num_negatives=args["negatives"]))
     b = stash["after_build"]
     out["vocabulary"] = len(stash["index"].retriever.vocab_dict)
+    out["backend"] = stash["index"].retriever.backend  # the stage's (auto: numba when installed)
     out["index"] = {"wall_s": b["wall"] - base["wall"], "cpu_s": b["cpu"] - base["cpu"], "peak_rss_bytes": b["peak"]}
 else:
     cfg = args["config"]
@@ -340,7 +340,18 @@ print("SCALE-RESULT " + json.dumps(out, default=str))
 
 
 def measure(args: dict, log: Path) -> dict:
-    """Run one stage in a child process; its own figures plus the load average around it."""
+    """Run one stage in a child process; its own figures plus the load average around it.
+
+    Each result is also appended to measurements.jsonl next to the log; a rerun into the same
+    --keep folder takes a measurement with the same arguments from there instead of repeating it.
+    """
+    done = log.with_name("measurements.jsonl")
+    key = json.dumps(args, sort_keys=True)
+    if done.exists():
+        for line in done.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry["key"] == key:
+                return entry["result"]
     env = dict(os.environ, TQDM_DISABLE="1", MLFLOW_TRACKING_URI="")
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -355,6 +366,8 @@ def measure(args: dict, log: Path) -> dict:
     line = [x for x in proc.stdout.splitlines() if x.startswith("SCALE-RESULT ")][-1]
     result = json.loads(line.removeprefix("SCALE-RESULT "))
     result.update(process_wall_s=wall, load_before=load_before, load_after=os.getloadavg())
+    with open(done, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"key": key, "result": result}) + "\n")
     return result
 
 
@@ -369,6 +382,8 @@ def subset_queries(data: Path, n: int, out: Path) -> Path:
     """The first n queries of an ingested split as a QUERIES Parquet."""
     from lead_core.data.schema import QUERIES, read_table, write_table
 
+    if out.exists():  # from an earlier run into the same --keep folder
+        return out
     write_table(read_table(data / "queries.parquet", QUERIES).slice(0, n), out, QUERIES)
     return out
 
@@ -434,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     mine_queries = {int(s) for s in args.mine_queries.split(",") if s}
     eval_queries = {int(s) for s in args.eval_queries.split(",") if s}
     numba_threads = [int(t) for t in args.numba.split(",") if t]
-    variants = [["numpy", 0]] + [["numba", t] for t in numba_threads]
+    variants = [["numpy", 0], ["numpy", 2]] + [["numba", t] for t in numba_threads]
 
     started = time.perf_counter()
     stats = fit_statistics(POOL, args.seed)
@@ -453,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             "zipf_q",
             "heaps_k",
             "heaps_beta",
-            "target_types_8m8",
+            "pool_word_types",
+            "target_word_types_8m8",
         )
         if k in stats
     }
@@ -467,17 +483,23 @@ def main(argv: list[str] | None = None) -> int:
         num_generated = max([args.queries, *bm25_queries])
         for n in sizes:
             src = tmp / f"src-{n}"
-            t0 = time.perf_counter()
-            gen = generate(src, n, num_generated, stats, words, cdf, args.seed + n)
-            gen_s = time.perf_counter() - t0
+            data = tmp / f"data-{n}"
+            generated = tmp / f"generated-{n}.json"  # kept with the data, for a rerun (--keep)
+            if not generated.exists():
+                t0 = time.perf_counter()
+                gen = generate(src, n, num_generated, stats, words, cdf, args.seed + n)
+                gen["generate_s"] = time.perf_counter() - t0
+                generated.write_text(json.dumps(gen))
+            gen = json.loads(generated.read_text())
             print(
-                f"{n:,} passages generated in {gen_s:.0f} s ({gen['collection_bytes'] / n:.0f} B/line)",
+                f"{n:,} passages generated in {gen['generate_s']:.0f} s "
+                f"({gen['collection_bytes'] / n:.0f} B/line)",
                 flush=True,
             )
-            data = tmp / f"data-{n}"
-            row = {"passages": n, "generate_s": gen_s, **gen}
+            row = {"passages": n, **gen}
             row["ingest"] = measure({"stage": "ingest", "source": str(src), "out": str(data)}, log)
-            shutil.rmtree(src)  # the Parquet corpus is what the other stages read
+            if src.exists():
+                shutil.rmtree(src)  # the Parquet corpus is what the other stages read
             print(f"  ingest: {_brief(row['ingest'])}", flush=True)
             counts = [args.queries] + (
                 [q for q in bm25_queries if q != args.queries] if n == sizes[0] else []
