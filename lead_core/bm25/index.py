@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,19 @@ def resolve_backend(backend: str = "auto") -> str:
 _PARAMS = "lead_bm25.json"
 _TOKENIZER_VOCAB = "vocab.tokenizer.json"
 _DOC_IDS = "doc_ids.parquet"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its container's CPU limit (cgroup v2 ``cpu.max``) when set, else
+    the cores it may run on. A pod sees all of its node's cores; threads beyond its limit only queue."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, int(quota) // int(period)))
 
 
 def make_tokenizer(stopwords: str = "en", stemmer: str = "english") -> Tokenizer:

@@ -234,7 +234,7 @@ def triples_groups(
             if not len(rows):
                 continue
             np.add.at(count, qpos[rows], 1)
-            seen = np.union1d(seen, keys)
+            seen = np.sort(np.concatenate([seen, keys]))  # disjoint sets: no np.unique needed
             accepted_query.append(qpos[rows])
             accepted_doc.append(batch.column("negative_id").take(rows).combine_chunks())
             accepted_line.append(line_numbers[rows])
@@ -252,15 +252,27 @@ def triples_groups(
     line_of = np.concatenate(accepted_line) if accepted_line else np.zeros(0, np.int64)
     order = np.lexsort((line_of, query_of))  # by query position, then file order
     docs = pa.chunked_array(accepted_doc, pa.string()).combine_chunks().take(pa.array(order))
-    offsets = np.r_[0, np.cumsum(count)]
-    grouped = [i for i, q in enumerate(query_ids.to_pylist()) if q in judgements.positives and count[i] > 0]
-    judged = sum(1 for q in query_ids.to_pylist() if q in judgements.positives)
-    negatives = {query_ids[i].as_py(): docs.slice(offsets[i], count[i]).to_pylist() for i in grouped}
-    names = [query_ids[i].as_py() for i in grouped]
+    per_query = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(count)], pa.int64()), docs)
+    names = query_ids.to_pylist()
+    judged = np.array([q in judgements.positives for q in names], dtype=bool)
+    grouped = np.flatnonzero(judged & (count > 0))
+    kept = [names[i] for i in grouped]
+    groups = validate_table(
+        pa.table(
+            {
+                "query_id": pa.array(kept, pa.string()),
+                "positive_ids": pa.array([judgements.positives[q] for q in kept], pa.list_(pa.string())),
+                "negative_ids": pc.cast(per_query.take(pa.array(grouped)), pa.list_(pa.string())),
+                "negative_source": pa.array([TRIPLES_SOURCE] * len(kept), pa.string()),
+            }
+        ),
+        GROUPS,
+        where=f"groups from {path}",
+    )
     return TriplesGroups(
-        groups=groups_table(names, judgements.positives, negatives, TRIPLES_SOURCE),
+        groups=groups,
         lines=lines,
         unknown_query_lines=unknown,
         unjudged_positive_lines=unjudged,
-        judged_queries_without_triples=judged - len(grouped),
+        judged_queries_without_triples=int(judged.sum()) - len(grouped),
     )

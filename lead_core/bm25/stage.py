@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from lead_core.artifacts import atomic_outputs
-from lead_core.bm25.index import BM25Index
+from lead_core.bm25.index import BM25Index, available_cpus
 from lead_core.bm25.negatives import (
     Judgements,
     TriplesGroups,
@@ -108,7 +108,12 @@ class Config:
     )
     corpus_batch_size: int = field(default=10_000, metadata={"help": "corpus rows tokenized per batch"})
     query_batch_size: int = field(default=1_000, metadata={"help": "queries retrieved and written per batch"})
-    threads: int = field(default=0, metadata={"help": "bm25s retrieval threads (0: in the calling thread)"})
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "bm25s retrieval threads (0: in the calling thread; -1: the CPUs this process may use)"
+        },
+    )
     backend: Literal["auto", "numpy", "numba"] = field(
         default="auto",
         metadata={"help": "bm25s retrieval backend (exact both; auto: numba when installed)"},
@@ -343,11 +348,12 @@ def _retrieve(
     """
     if config.k > index.num_docs:
         logger.warning("k=%d exceeds the corpus size; retrieving all %d documents", config.k, index.num_docs)
+    threads = available_cpus() if config.threads < 0 else config.threads
     logger.info(
         "retrieving %d queries with bm25s's %s backend, %d threads",
         queries.num_rows,
         index.retriever.backend,
-        config.threads,
+        threads,
     )
     started = time.perf_counter()
     qids = queries.column("query_id").to_pylist()
@@ -359,7 +365,7 @@ def _retrieve(
         for start in tqdm(range(0, len(qids), config.query_batch_size), desc="bm25 retrieve", unit="batch"):
             batch_qids = qids[start : start + config.query_batch_size]
             positions, scores = index.search(
-                texts[start : start + config.query_batch_size], config.k, config.threads
+                texts[start : start + config.query_batch_size], config.k, threads
             )
             batch = _batch_run(batch_qids, positions, scores, index.doc_ids)
             writer.write(batch)

@@ -38,5 +38,10 @@ def sorted_contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray
     """Boolean mask [len(values)]: which values occur in the sorted array `sorted_values` (binary search)."""
     if not len(sorted_values):
         return np.zeros(len(values), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
-    return sorted_values[pos] == values
+    # Searching in sorted order walks `sorted_values` forward (cache-friendly; several times faster
+    # than random probes into an 8.8M-entry array).
+    order = np.argsort(values, kind="stable")
+    pos = np.minimum(np.searchsorted(sorted_values, values[order]), len(sorted_values) - 1)
+    found = np.empty(len(values), dtype=bool)
+    found[order] = sorted_values[pos] == values[order]
+    return found
