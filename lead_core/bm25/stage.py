@@ -433,15 +433,19 @@ def _merge(config: Config) -> dict:
     outputs = atomic_outputs(config.out_run, config.out_trec, config.out_groups)
     with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups):
         if config.merge_runs:
+            # streamed: a full MS MARCO train run has 500M rows; only its distinct query ids are held
+            run_qids: set[str] = set()
             with open_writer(out_run, RUN, config=single) as writer:
                 for path in run_paths:
                     for batch in iter_batches(path, RUN):
                         writer.write(batch)
-            run_qids = read_table(out_run, RUN, columns=["query_id"]).column("query_id")
-            _check_known_queries(run_qids, queries, "the merged run")
+                        run_qids.update(pc.unique(batch.column("query_id")).to_pylist())
+            _check_known_queries(
+                pa.chunked_array([pa.array(sorted(run_qids), pa.string())]), queries, "the merged run"
+            )
             if config.out_trec:
                 write_trec_run(read_table(out_run, RUN), out_trec, tag=config.tag)
-            summary.update(run_rows=len(run_qids), num_queries=pc.count_distinct(run_qids).as_py())
+            summary.update(run_rows=writer.num_rows, num_queries=len(run_qids))
         if config.merge_groups:
             groups = pa.concat_tables([read_table(path, GROUPS) for path in group_paths])
             _check_known_queries(groups.column("query_id"), queries, "the merged groups")
