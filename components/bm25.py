@@ -64,16 +64,16 @@ def bm25_index(data: Input[Dataset], num_shards: int, index: Output[Dataset]) ->
     """
     from lead_core.bm25 import Config
     from lead_core.bm25 import run as bm25_run
-    from lead_core.bm25.stage import parse_shard
+    from lead_core.config import ConfigError
 
-    shards = [f"{i}/{num_shards}" for i in range(max(num_shards, 1))]
-    parse_shard(shards[-1])  # fails here for num_shards < 1
+    if num_shards < 1:
+        raise ConfigError(f"bm25_shards must be >= 1, got {num_shards}")
     bm25_run(
         Config(
             corpus=data.path + "/corpus.parquet", queries=data.path + "/queries.parquet", out_index=index.path
         )
     )
-    return shards
+    return [f"{i}/{num_shards}" for i in range(num_shards)]
 
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
@@ -101,8 +101,6 @@ def bm25_shard(
         run: output folder holding the shard's run.parquet.
         groups: output folder holding the shard's groups.parquet.
     """
-    import os
-
     from lead_core.bm25 import Config
     from lead_core.bm25 import run as bm25_run
 
@@ -119,7 +117,7 @@ def bm25_shard(
             negatives=negatives,
             num_negatives=num_negatives,
             seed=seed,
-            threads=len(os.sched_getaffinity(0)),
+            threads=-1,  # the CPUs of the task's limit
         )
     )
 

@@ -44,9 +44,10 @@ from lead_core.profiles import MSMARCO, profile
 from pipelines import cli
 from pipelines.local_console import TaskFailed, task_console
 from pipelines.local_docker import DockerSetup
-from pipelines.wiring import Wiring
+from pipelines.wiring import Wiring, bm25_branches
 
 PIPELINE_NAME = "lead-msmarco"
+PHASE1_BM25 = "bm25-train"  # the stage name (prefix) of the phase-1 negatives
 D = MSMARCO  # parameter defaults: the msmarco profile
 
 
@@ -200,7 +201,7 @@ def build_pipeline(
 
         # Phase 1: a dual encoder on BM25 (or random) negatives.
         phase1_groups = wire.bm25_groups(
-            "bm25-train", train_data, bm25_k, negatives, negative_pool, bm25_shards, triples_uri
+            PHASE1_BM25, train_data, bm25_k, negatives, negative_pool, bm25_shards, triples_uri
         )
         phase1 = wire.train("phase1", phase1_groups, inits["phase1"], "de", phase1_steps, phase1_lr)
         phase1_index = wire.index("phase1", phase1, train_data)
@@ -372,13 +373,17 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = new_run_dir(pipeline_root, before)
         executed = executed_tasks(run_dir)
         by_task = {task_name: stage for stage, task_name in stages.items()}
+        # the phase-1 negatives branch not taken: its stages neither ran nor came from the cache
+        branches = bm25_branches(PHASE1_BM25)
+        skipped = set(branches["retrieval" if values["negatives"] == "triples" else "triples"])
         summary = {
             "profile": args.profile,
             "parameters": values,
             "metrics": rows,
             "run_dir": str(run_dir) if run_dir else None,
             "executed": sorted(by_task.get(t, t) for t in executed),
-            "cached": sorted(s for s, t in stages.items() if t not in executed),
+            "cached": sorted(s for s, t in stages.items() if t not in executed and s not in skipped),
+            "skipped": sorted(skipped),
             "wall_s": round(wall, 1),
             "tracking_uri": os.environ[TRACKING_URI_ENV],
             "parent_run_id": parent.run_id,

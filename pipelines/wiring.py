@@ -19,6 +19,16 @@ import components as c
 from components.placement import TaskPlacer
 
 
+def bm25_branches(name: str) -> dict[str, tuple[str, ...]]:
+    """The stages of `Wiring.bm25_groups(name, ...)` in each branch of its dsl.If on `negatives`:
+    "triples" runs when negatives == "triples", "retrieval" otherwise (the other branch's stages are
+    skipped, neither run nor served from the cache)."""
+    return {
+        "triples": ("identity-triples", f"{name}-triples"),
+        "retrieval": (f"{name}-index", f"{name}-shard", f"{name}-merge"),
+    }
+
+
 class Wiring:
     """The shared stages of a pipeline over one dataset, placed through `place`.
 
@@ -94,19 +104,20 @@ class Wiring:
         (dsl.ParallelFor), `<name>-merge` writing what one bm25 task writes. The branch that ran
         returns its groups' URI and `<name>-groups` imports it (kfp.local resolves dsl.OneOf over
         parameters, not over artifacts)."""
+        branch = bm25_branches(name)
         with dsl.If(negatives == "triples"):
-            identity = self.place.identity("identity-triples", triples_uri, "dataset")
+            identity = self.place.identity(branch["triples"][0], triples_uri, "dataset")
             official = self.place(
-                f"{name}-triples",
+                branch["triples"][1],
                 c.bm25_triples(
                     data=data, triples_uri=triples_uri, num_negatives=num_negatives, triples_identity=identity
                 ),
             ).outputs["Output"]
         with dsl.Else():
-            index = self.place(f"{name}-index", c.bm25_index(data=data, num_shards=shards))
+            index = self.place(branch["retrieval"][0], c.bm25_index(data=data, num_shards=shards))
             with dsl.ParallelFor(items=index.outputs["Output"]) as shard:
                 part = self.place(
-                    f"{name}-shard",
+                    branch["retrieval"][1],
                     c.bm25_shard(
                         data=data,
                         index=index.outputs["index"],
@@ -118,7 +129,7 @@ class Wiring:
                     ),
                 )
             retrieved = self.place(
-                f"{name}-merge",
+                branch["retrieval"][2],
                 c.bm25_merge(
                     data=data,
                     shard_runs=dsl.Collected(part.outputs["run"]),
