@@ -142,12 +142,14 @@ def build_pipeline(
     fingerprint: str = "",
     stages: dict | None = None,
     local: bool = False,
+    parallelism: int = 0,
 ):
     """The pipeline over fixed loop `items` (see loop_items). `fingerprint`: LEAD_CODE_FINGERPRINT
     of every task (part of the local cache key); `stages`: filled with stage name -> task name.
     `local`: for kfp.local, which cannot resolve a pipeline parameter in the resources of a task
     inside a ParallelFor ("Parent pipeline input argument ... not found"): the accelerator
-    settings are the defaults' constants (the subprocess runner ignores them anyway)."""
+    settings are the defaults' constants (the subprocess runner ignores them anyway).
+    `parallelism`: distillations at once (0: no limit)."""
     names = [item["row"] for item in items]
     seeds = [item["params"]["seed"] for item in items]
     params_items = [item["params"] for item in items]
@@ -247,7 +249,7 @@ def build_pipeline(
         teacher_run = w.rerank("teacher-rerank", teacher_warm, bm25_eval, rerank_k)
 
         # Phase 3: one distillation per (method, seed), all from the same warm models and negatives.
-        with dsl.ParallelFor(items=params_items) as params:
+        with dsl.ParallelFor(items=params_items, parallelism=parallelism) as params:
             distilled = w.distill(hard, student_warm, teacher_warm, params)
             _, run = w.retrieve("distilled", distilled.outputs["model"], search_k)
 
@@ -287,7 +289,9 @@ def run_local(
     pipeline_root = workdir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     stages: dict[str, str] = {}
-    pipeline = build_pipeline(items, fingerprint=code_hash(), stages=stages, local=True)
+    # One distillation at a time: one machine gains nothing from two (kfp.local would run two
+    # side by side), and a stopped run then keeps every finished row.
+    pipeline = build_pipeline(items, fingerprint=code_hash(), stages=stages, local=True, parallelism=1)
     cli.init_local(pipeline_root, workdir / "cache")
     start = time.time()
     names = {task_name: stage for stage, task_name in stages.items()}
