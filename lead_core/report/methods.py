@@ -1,5 +1,5 @@
-"""The rows of the paper's comparisons (Tables 3–7 and 10) as data: the benchmark and the quality
-pipeline both build their runs from `methods_for`."""
+"""The rows of the paper's comparisons (Tables 3–7 and 10) as data: the quality pipeline
+(pipelines/lead_quality.py, which benchmarks/quality.py runs) builds its rows from `methods_for`."""
 
 from __future__ import annotations
 
