@@ -94,29 +94,24 @@ def test_triples_groups_hand_checked(inputs, monkeypatch):
     assert not (inputs / "run.parquet").exists()
 
 
+def _triples_groups(folder, n: int, batch_size: int) -> pa.Table:
+    made = triples_groups(
+        str(folder / "qidpidtriples.train.full.2.tsv.gz"),
+        pa.array(["q1", "q2", "q3"]),
+        IdHashes(hash_ids(read_table(folder / "corpus.parquet", CORPUS).column("doc_id"))),
+        Judgements(read_table(folder / "qrels.parquet", QRELS), positive_relevance=2),
+        n=n,
+        batch_size=batch_size,
+    )
+    return made.groups
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 4, 100])
 def test_triples_groups_do_not_depend_on_batching(inputs, batch_size):
-    qrels = read_table(inputs / "qrels.parquet", QRELS)
-    corpus_ids = read_table(inputs / "corpus.parquet", CORPUS).column("doc_id")
-    made = triples_groups(
-        str(inputs / "qidpidtriples.train.full.2.tsv.gz"),
-        pa.array(["q1", "q2", "q3"]),
-        IdHashes(hash_ids(corpus_ids)),
-        Judgements(qrels, positive_relevance=2),
-        n=3,
-        batch_size=batch_size,
-    )
-    assert made.groups.select(["query_id", "positive_ids", "negative_ids"]).to_pylist() == EXPECTED
+    groups = _triples_groups(inputs, 3, batch_size)
+    assert groups.select(["query_id", "positive_ids", "negative_ids"]).to_pylist() == EXPECTED
     # with one negative per query, q1's is its first line's and q2's its first non-relevant one
-    made = triples_groups(
-        str(inputs / "qidpidtriples.train.full.2.tsv.gz"),
-        pa.array(["q1", "q2", "q3"]),
-        IdHashes(hash_ids(corpus_ids)),
-        Judgements(qrels, positive_relevance=2),
-        n=1,
-        batch_size=batch_size,
-    )
-    assert made.groups.column("negative_ids").to_pylist() == [["d5"], ["d1"]]
+    assert _triples_groups(inputs, 1, batch_size).column("negative_ids").to_pylist() == [["d5"], ["d1"]]
 
 
 @pytest.mark.parametrize(
