@@ -40,6 +40,7 @@ import components as c
 from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA
 from components.placement import GPU_COMPONENTS, TaskPlacer
 from images.reference import code_hash
+from lead_core.config import ConfigError
 from lead_core.profiles import MSMARCO, profile
 from pipelines import cli
 from pipelines.local_console import TaskFailed, task_console
@@ -298,7 +299,10 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_sets(args.set or [])
     if args.dataset:
         overrides["dataset_uri"] = cli.dataset_argument(args.dataset)
-    return profile(args.profile, model_dir=args.model_dir, **overrides)
+    try:
+        return profile(args.profile, model_dir=args.model_dir, **overrides)
+    except ConfigError as err:  # parameters that contradict each other (negatives=triples, no file)
+        raise SystemExit(f"lead-msmarco: {err}") from None
 
 
 def executed_tasks(run_dir: Path | None) -> list[str]:

@@ -155,3 +155,13 @@ def test_triples_config_errors(inputs, capsys):
     assert cli_main([*args, *ok, "--num-negatives", "3", "--positive-relevance", "2"]) == 0
     groups = read_table(inputs / "g.parquet", GROUPS)
     assert groups.select(["query_id", "positive_ids", "negative_ids"]).to_pylist() == EXPECTED
+
+
+def test_pipeline_profiles_need_the_triples_file_for_triples_negatives():
+    from lead_core.profiles import profile
+
+    with pytest.raises(ConfigError, match="negatives=triples needs triples_uri"):
+        profile("smoke", negatives="triples")
+    assert profile("smoke", negatives="triples", triples_uri="t.tsv.gz")["triples_uri"] == "t.tsv.gz"
+    with pytest.raises(ConfigError, match="bm25_shards must be >= 1, got 0"):
+        profile("smoke", bm25_shards=0)
