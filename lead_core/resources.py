@@ -65,18 +65,38 @@ class PeakModel:
     measured: str = ""  # the measurement the coefficients come from
 
 
-# Fitted to benchmarks/results/scale.json (see benchmarks/README.md, "Scale"): linear fits of the
-# child process's peak RSS (VmHWM) against the size that drives it.
+# Fitted by benchmarks/scale.py (its "peak_models"; benchmarks/README.md, "Scale"): linear fits c + d x
+# of each stage's peak RSS (VmHWM of its own process) on 100k / 300k / 1M synthetic MS MARCO-like
+# passages, 2k / 10k queries of BM25, 2k-30k x 1000-row runs for mine and 1k-6,980 for evaluate.
 PEAK_MODELS: dict[str, PeakModel] = {
-    "ingest": PeakModel(base=0.35 * GIB, per_passage=0.0, measured="PLACEHOLDER"),
-    "bm25": PeakModel(base=0.35 * GIB, per_passage=0.0, per_query=0.0, measured="PLACEHOLDER"),
-    "mine": PeakModel(base=0.2 * GIB, per_run_row=0.0, measured="PLACEHOLDER"),
-    "evaluate": PeakModel(base=0.2 * GIB, per_run_row=0.0, measured="PLACEHOLDER"),
+    # 0.42 / 0.54 / 0.62 GiB at 100k / 300k / 1M passages (the batch, 8-byte id hashes, Arrow's pool)
+    "ingest": PeakModel(base=0.47e9, per_passage=209, measured="ingest 100k-1M passages"),
+    # the index build in the task (0.67 / 1.23 / 3.07 GiB at 100k / 300k / 1M: tokenized corpus as
+    # Python lists), plus per query the retrieval's state without the TREC file (0.80 -> 0.89 GiB
+    # from 2k to 10k queries), plus per row of the TREC file (the export reads and sorts the whole run:
+    # 1.13 -> 3.41 GiB from 2M to 10M rows)
+    "bm25": PeakModel(
+        base=0.45e9,
+        per_passage=2851,
+        per_query=12_400,
+        per_run_row=294,
+        measured="bm25 100k-1M, 2k-10k queries",
+    ),
+    # a query shard: the saved index loaded (0.88 / 1.20 / 1.77 GiB at 100k / 300k / 1M with 2k queries)
+    "bm25-shard": PeakModel(
+        base=0.86e9, per_passage=1006, per_query=12_400, per_run_row=294, measured="bm25-shard 100k-1M"
+    ),
+    # the merge of shards: the TREC export of the merged run
+    "bm25-merge": PeakModel(base=0.45e9, per_run_row=294, measured="bm25 TREC export, 2M-10M rows"),
+    # 0.36 / 1.09 / 2.97 GiB for runs of 2M / 10M / 30M rows
+    "mine": PeakModel(base=0.18e9, per_run_row=100, measured="mine 2M-30M run rows"),
+    # 0.40 / 0.86 / 1.81 GiB for runs of 1M / 3M / 6.98M rows
+    "evaluate": PeakModel(base=0.17e9, per_run_row=253, measured="evaluate 1M-6.98M run rows"),
 }
 
 
 def estimate_peak_bytes(stage: str, *, passages: int = 0, queries: int = 0, run_rows: int = 0) -> int:
-    """Estimated peak RSS in bytes of `stage` ("ingest", "bm25", "mine", "evaluate") on inputs of these sizes."""
+    """Estimated peak RSS in bytes of `stage` (a key of PEAK_MODELS) on inputs of these sizes."""
     if stage not in PEAK_MODELS:
         raise ValueError(f"no memory model for stage {stage!r}; known: {sorted(PEAK_MODELS)}")
     m = PEAK_MODELS[stage]

@@ -265,11 +265,12 @@ def run(config: Config) -> dict:
         corpus_ids = _corpus_ids(config.corpus)
         judgements.check_in_corpus(corpus_ids, where=str(config.qrels))
     rows = shard_rows(queries.num_rows, config.query_batch_size, config.shard_index, config.num_shards)
-    if config.out_run or config.out_index:  # the index (and the shard's queries) in memory
+    if config.out_run or config.out_index:  # the index (built or loaded) and the shard's queries
         check_memory(
-            "bm25",
+            "bm25-shard" if config.index else "bm25",
             passages=read_metadata(config.corpus)["num_rows"],
             queries=len(rows) if config.out_run else 0,
+            run_rows=len(rows) * config.k if config.out_run and config.out_trec else 0,
         )
     if not rows:
         logger.warning(
@@ -430,6 +431,8 @@ def _merge(config: Config) -> dict:
     }
     queries = read_table(config.queries, QUERIES, columns=["query_id"]).column("query_id")
     summary: dict = {"num_shards": len(shard_configs)}
+    if config.out_trec and run_paths:  # the TREC export holds the whole merged run
+        check_memory("bm25-merge", run_rows=sum(read_metadata(p)["num_rows"] for p in run_paths))
     outputs = atomic_outputs(config.out_run, config.out_trec, config.out_groups)
     with stage_run("bm25", to_dict(config)) as tracker, outputs as (out_run, out_trec, out_groups):
         if config.merge_runs:
