@@ -10,21 +10,33 @@ from kfp import dsl, kubernetes
 
 # Components whose work runs on an accelerator.
 GPU_COMPONENTS = frozenset({"train", "distill", "encode", "search", "rerank"})
-# (cpu, memory) requests per component, sized for the msmarco profile (8.8M passages).
+# (cpu, memory) requests per component, sized for the msmarco profile (8.8M passages, 503k train
+# queries, 6,980 dev queries). The CPU stages' figures are benchmarks/scale.py's (benchmarks/README.md,
+# "Scale"), extrapolated from 100k-1M passages with lead_core.resources.PEAK_MODELS (est = estimate at
+# full size); those stages are single-threaded unless noted.
 RESOURCES: dict[str, tuple[str, str]] = {
     "identity": ("1", "1Gi"),
-    "ingest": ("2", "8Gi"),
+    # 0.62 GiB peak at 1M passages, est 2.2 GiB; 8 CPU-s per 1M passages (est 71 CPU-s)
+    "ingest": ("1", "3Gi"),
     "backbone": ("1", "8Gi"),
-    "bm25": ("4", "48Gi"),
-    # sharded BM25 (guesses until benchmarks/scale.py measures them): the index build holds the
-    # tokenized corpus; a shard holds the loaded index and retrieves with all its cores.
-    "bm25-index": ("2", "48Gi"),
-    "bm25-shard": ("4", "32Gi"),
-    "bm25-merge": ("1", "16Gi"),
+    # bm25-eval: index build 3.07 GiB at 1M (est 23.9 GiB) + 6,980 queries with the TREC file (est
+    # 2.0 GiB) = est 25.9 GiB; build 112 CPU-s at 1M (est ~17 CPU-min), search est 11 ms CPU/query
+    "bm25": ("1", "32Gi"),
+    # build + save: 3.28 GiB at 1M, est 26.0 GiB; 139 CPU-s at 1M, est ~19 CPU-min
+    "bm25-index": ("1", "32Gi"),
+    # loaded index 1.77 GiB at 1M with 2k queries (est 9.1 GiB) + 12.4 KB per query: est 14.9 GiB for
+    # all 503k queries in one shard; numba, one thread: 729 queries/CPU-s at 1M, est 11 ms CPU/query at
+    # 8.8M (1.6 CPU-h for 503k). Thread scaling was not measurable on the shared 2-core machine.
+    "bm25-shard": ("4", "16Gi"),
+    # its TREC export sorts the whole merged run in memory: 294 B per row measured (2M-10M rows),
+    # est 138 GiB for 503M rows (a streamed export would need ~1 GiB)
+    "bm25-merge": ("1", "144Gi"),
     "bm25-triples": ("1", "16Gi"),
-    "mine": ("2", "16Gi"),
+    # 2.97 GiB for a 30M-row run, 100 B per row: est 47 GiB for 503k x 1000 rows; est ~4 CPU-min
+    "mine": ("1", "56Gi"),
     "index": ("4", "64Gi"),
-    "evaluate": ("2", "16Gi"),
+    # 1.81 GiB for 6,980 x 1000 rows (est 3.4 GiB with a baseline run); 5 CPU-s
+    "evaluate": ("1", "4Gi"),
     "report": ("1", "4Gi"),
     "export": ("2", "8Gi"),
     "train": ("8", "64Gi"),
