@@ -274,6 +274,8 @@ elif stage == "bm25":
     import bm25s
     from lead_core import bm25 as mod
     from lead_core.bm25 import index as bm25_index
+elif stage == "bm25-role":  # the bm25 stage as the bm25-index / bm25-shard components run it
+    from lead_core import bm25 as mod
 elif stage == "mine":
     from lead_core import mine as mod
 else:
@@ -302,7 +304,7 @@ elif stage == "bm25":
     bm25_index.BM25Index.build = classmethod(timed_build)
     out["summary"] = mod.run(mod.Config(
         corpus=args["data"] + "/corpus.parquet", queries=args["queries"], qrels=args["data"] + "/qrels.parquet",
-        out_run=args["out"] + "/run.parquet", out_trec=args["out"] + "/run.trec",
+        out_run=args["out"] + "/run.parquet", out_trec=args["out"] + "/run.trec" if args.get("trec", True) else None,
         out_groups=args["out"] + "/groups.parquet", k=args["k"], negatives="bm25",
         num_negatives=args["negatives"]))
     b = stash["after_build"]
@@ -339,19 +341,26 @@ print("SCALE-RESULT " + json.dumps(out, default=str))
 """
 
 
-def measure(args: dict, log: Path) -> dict:
+def cached(args: dict, log: Path) -> dict | None:
+    """The last result of a child with these arguments in measurements.jsonl (next to `log`), if any."""
+    done, key, found = log.with_name("measurements.jsonl"), json.dumps(args, sort_keys=True), None
+    if done.exists():
+        for line in done.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry["key"] == key:
+                found = entry["result"]
+    return found
+
+
+def measure(args: dict, log: Path, reuse: bool = True) -> dict:
     """Run one stage in a child process; its own figures plus the load average around it.
 
     Each result is also appended to measurements.jsonl next to the log; a rerun into the same
     --keep folder takes a measurement with the same arguments from there instead of repeating it.
     """
-    done = log.with_name("measurements.jsonl")
-    key = json.dumps(args, sort_keys=True)
-    if done.exists():
-        for line in done.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            if entry["key"] == key:
-                return entry["result"]
+    done, key = log.with_name("measurements.jsonl"), json.dumps(args, sort_keys=True)
+    if reuse and (found := cached(args, log)) is not None:
+        return found
     env = dict(os.environ, TQDM_DISABLE="1", MLFLOW_TRACKING_URI="")
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -484,75 +493,128 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             src = tmp / f"src-{n}"
             data = tmp / f"data-{n}"
-            generated = tmp / f"generated-{n}.json"  # kept with the data, for a rerun (--keep)
-            if not generated.exists():
-                t0 = time.perf_counter()
-                gen = generate(src, n, num_generated, stats, words, cdf, args.seed + n)
-                gen["generate_s"] = time.perf_counter() - t0
-                generated.write_text(json.dumps(gen))
-            gen = json.loads(generated.read_text())
-            print(
-                f"{n:,} passages generated in {gen['generate_s']:.0f} s "
-                f"({gen['collection_bytes'] / n:.0f} B/line)",
-                flush=True,
-            )
-            row = {"passages": n, **gen}
-            row["ingest"] = measure({"stage": "ingest", "source": str(src), "out": str(data)}, log)
-            if src.exists():
-                shutil.rmtree(src)  # the Parquet corpus is what the other stages read
-            print(f"  ingest: {_brief(row['ingest'])}", flush=True)
+            generated = tmp / f"generated-{n}.json"
             counts = [args.queries] + (
                 [q for q in bm25_queries if q != args.queries] if n == sizes[0] else []
             )
-            row["bm25"] = {}
+            bm25_args = {}  # (queries, with the TREC file) -> the child's arguments
             for q in counts:
-                queries = subset_queries(data, q, tmp / f"queries-{n}-{q}.parquet")
-                out = tmp / f"bm25-{n}-{q}"
-                out.mkdir()
-                row["bm25"][str(q)] = r = measure(
-                    {
+                for trec in (True, False) if n == sizes[0] else (True,):
+                    bm25_args[q, trec] = {
                         "stage": "bm25",
                         "data": str(data),
-                        "queries": str(queries),
-                        "out": str(out),
+                        "queries": str(tmp / f"queries-{n}-{q}.parquet"),
+                        "out": str(tmp / f"bm25-{n}-{q}{'' if trec else '-notrec'}"),
                         "k": RUN_DEPTH,
                         "negatives": NEGATIVES,
-                        "variants": variants if q == args.queries else [],
+                        "variants": variants if q == args.queries and trec else [],
+                        **({} if trec else {"trec": False}),
+                    }
+            index_dir = tmp / f"index-{n}"
+            role_args = {
+                "bm25-index": {
+                    "stage": "bm25-role",
+                    "config": {
+                        "corpus": str(data / "corpus.parquet"),
+                        "queries": str(data / "queries.parquet"),
+                        "out_index": str(index_dir),
                     },
-                    log,
-                )
+                },
+                "bm25-shard": {
+                    "stage": "bm25-role",
+                    "config": {
+                        "corpus": str(data / "corpus.parquet"),
+                        "queries": str(tmp / f"queries-{n}-{args.queries}.parquet"),
+                        "qrels": str(data / "qrels.parquet"),
+                        "index": str(index_dir),
+                        "out_run": str(tmp / f"shard-{n}" / "run.parquet"),
+                        "out_groups": str(tmp / f"shard-{n}" / "groups.parquet"),
+                        "k": RUN_DEPTH,
+                        "num_negatives": NEGATIVES,
+                        "threads": -1,
+                    },
+                },
+            }
+            ingest_args = {"stage": "ingest", "source": str(src), "out": str(data)}
+            # A rerun into the same --keep folder regenerates a corpus only for measurements it lacks.
+            needed = [*bm25_args.values(), *role_args.values()]
+            missing = not data.exists() and not all(cached(a, log) for a in needed)
+            if missing or not generated.exists():
+                if not src.exists():
+                    t0 = time.perf_counter()
+                    gen = generate(src, n, num_generated, stats, words, cdf, args.seed + n)
+                    gen["generate_s"] = time.perf_counter() - t0
+                    generated.write_text(json.dumps(gen))
+                if data.exists():
+                    shutil.rmtree(data)
+                measure(ingest_args, log, reuse=False)
+            gen = json.loads(generated.read_text())
+            print(
+                f"{n:,} passages generated in {gen['generate_s']:.0f} s ({gen['collection_bytes'] / n:.0f} B/line)",
+                flush=True,
+            )
+            row = {"passages": n, **gen}
+            row["ingest"] = measure(ingest_args, log)
+            if src.exists():
+                shutil.rmtree(src)  # the Parquet corpus is what the other stages read
+            print(f"  ingest: {_brief(row['ingest'])}", flush=True)
+            row["bm25"], row["bm25_without_trec"] = {}, {}
+            for (q, trec), child in bm25_args.items():
+                subset_queries(data, q, Path(child["queries"]))
+                Path(child["out"]).mkdir(exist_ok=True)
+                r = measure(child, log)
+                (row["bm25"] if trec else row["bm25_without_trec"])[str(q)] = r
                 print(
-                    f"  bm25 {q} queries: index {r['index']['wall_s']:.1f} s, retrieve {r['retrieve']['wall_s']:.1f} s, "
-                    f"peak {r['peak_rss_bytes'] / 2**30:.2f} GiB; variants {r.get('variants')}",
+                    f"  bm25 {q} queries{'' if trec else ' (no TREC file)'}: index {r['index']['wall_s']:.1f} s, "
+                    f"retrieve {r['retrieve']['wall_s']:.1f} s, peak {r['peak_rss_bytes'] / 2**30:.2f} GiB; "
+                    f"variants {r.get('variants')}",
                     flush=True,
                 )
-                if q != args.queries:
-                    shutil.rmtree(out)
-            vocab = row["bm25"][str(args.queries)]
-            row["bm25_vocabulary"] = vocab["vocabulary"]
-            shutil.rmtree(data)
+                if Path(child["out"]).exists():
+                    shutil.rmtree(child["out"])
+            # The sharded path: the index built and saved once, a shard loading it (no TREC file).
+            if not index_dir.exists() and not cached(role_args["bm25-shard"], log):
+                row["bm25-index"] = measure(role_args["bm25-index"], log, reuse=False)
+            row["bm25-index"] = measure(role_args["bm25-index"], log)
+            (tmp / f"shard-{n}").mkdir(exist_ok=True)
+            row["bm25-shard"] = measure(role_args["bm25-shard"], log)
+            for role in ("bm25-index", "bm25-shard"):
+                print(f"  {role}: {_brief(row[role])}", flush=True)
+            shutil.rmtree(tmp / f"shard-{n}", ignore_errors=True)
+            row["bm25_vocabulary"] = row["bm25"][str(args.queries)]["vocabulary"]
+            if not args.keep:
+                shutil.rmtree(data)
             rows.append(row)
 
         query_rows = []
         for q in sorted(mine_queries | eval_queries):
             folder = tmp / f"run-{q}"
-            run_path, qrels_path = synthetic_run(folder, q, MSMARCO_PASSAGES, args.seed + q)
-            qrow = {"queries": q, "run_rows": q * RUN_DEPTH}
+            run_path, qrels_path = folder / "run.parquet", folder / "qrels.parquet"
+            children = {}
             if q in mine_queries:
                 config = {
                     "run": str(run_path),
                     "qrels": str(qrels_path),
                     "out_groups": str(folder / "groups.parquet"),
                 }
-                config.update(depth=MINE_DEPTH, num_negatives=NEGATIVES)
-                qrow["mine"] = measure({"stage": "mine", "config": config}, log)
-                print(f"  mine {q} x {RUN_DEPTH}: {_brief(qrow['mine'])}", flush=True)
+                children["mine"] = {
+                    "stage": "mine",
+                    "config": {**config, "depth": MINE_DEPTH, "num_negatives": NEGATIVES},
+                }
             if q in eval_queries:
                 config = {"run": str(run_path), "qrels": str(qrels_path), "metrics": METRICS}
-                config.update(out=str(folder / "metrics.json"), json=True)
-                qrow["evaluate"] = measure({"stage": "evaluate", "config": config}, log)
-                print(f"  evaluate {q} x {RUN_DEPTH}: {_brief(qrow['evaluate'])}", flush=True)
-            shutil.rmtree(folder)
+                children["evaluate"] = {
+                    "stage": "evaluate",
+                    "config": {**config, "out": str(folder / "metrics.json"), "json": True},
+                }
+            if not all(cached(c, log) for c in children.values()):
+                synthetic_run(folder, q, MSMARCO_PASSAGES, args.seed + q)
+            qrow = {"queries": q, "run_rows": q * RUN_DEPTH}
+            for stage, child in children.items():
+                qrow[stage] = measure(child, log)
+                print(f"  {stage} {q} x {RUN_DEPTH}: {_brief(qrow[stage])}", flush=True)
+            if folder.exists():
+                shutil.rmtree(folder)
             query_rows.append(qrow)
     finally:
         if not args.keep:
@@ -620,6 +682,12 @@ def summarize(rows: list[dict], query_rows: list[dict], args, data_stats: dict, 
         MSMARCO_PASSAGES,
         f"the whole stage (index, {q} queries, run.parquet + run.trec + groups.parquet)",
     )
+    for role, note in (
+        ("bm25-index", "the bm25-index component: build and save the index"),
+        ("bm25-shard", f"the bm25-shard component: load the index, {q} queries, threads -1, no TREC file"),
+    ):
+        if all(role in r for r in rows):
+            add(f"{role} role", n, [point(r[role]) for r in rows], "passages", MSMARCO_PASSAGES, note)
     by_q = sorted(rows[0]["bm25"].values(), key=lambda b: b["summary"]["num_queries"])
     add(
         "bm25 stage vs queries",
@@ -629,6 +697,16 @@ def summarize(rows: list[dict], query_rows: list[dict], args, data_stats: dict, 
         MSMARCO_TRAIN_QUERIES,
         f"the whole stage on the {rows[0]['passages']:,}-passage corpus",
     )
+    by_q = sorted(rows[0]["bm25_without_trec"].values(), key=lambda b: b["summary"]["num_queries"])
+    if len(by_q) >= 2:
+        add(
+            "bm25 stage vs queries, no TREC file",
+            [b["summary"]["num_queries"] for b in by_q],
+            [point(b) for b in by_q],
+            "queries",
+            MSMARCO_TRAIN_QUERIES,
+            "as above without out_trec (what a query shard writes)",
+        )
     mined = [r for r in query_rows if "mine" in r]
     evaluated = [r for r in query_rows if "evaluate" in r]
     add(
@@ -661,6 +739,12 @@ def summarize(rows: list[dict], query_rows: list[dict], args, data_stats: dict, 
     index_full = max(series["bm25 index"]["at_target_cpu_s"].values())
     index_mem = max(series["bm25 stage"]["at_target_peak_rss_bytes"].values())
 
+    # Memory per query without the TREC file (the run is streamed; the groups' negatives are kept),
+    # and per run row of the TREC export (it reads, sorts and writes the whole run at once).
+    no_trec = series.get("bm25 stage vs queries, no TREC file")
+    query_mem = no_trec["fit_peak_rss_bytes"]["linear"]["d"] if no_trec else slope_mem
+    trec_row_mem = (slope_mem - query_mem) / RUN_DEPTH
+
     def bm25_task(queries: int) -> dict:
         cpu = index_full + fixed_cpu + queries * (search_full + write_cpu)
         return {
@@ -677,10 +761,44 @@ def summarize(rows: list[dict], query_rows: list[dict], args, data_stats: dict, 
             "bm25_fixed_cpu_s": fixed_cpu,
             "bm25_search_cpu_s_per_query_at_target": search_full,
             "bm25_stage_bytes_per_query": slope_mem,
+            "bm25_stage_bytes_per_query_without_trec": query_mem,
+            "bm25_trec_export_bytes_per_run_row": trec_row_mem,
         },
         "bm25_train": bm25_task(MSMARCO_TRAIN_QUERIES),
         "bm25_eval": bm25_task(MSMARCO_DEV_QUERIES),
+        # the merge of sharded runs writes the TREC file of all of them
+        "bm25_merge_trec_peak_rss_bytes": MSMARCO_TRAIN_QUERIES * RUN_DEPTH * trec_row_mem,
     }
+
+    # lead_core.resources.PEAK_MODELS: linear fits of the peak RSS (bytes) in the sizes that drive it.
+    def linear(name: str) -> tuple[float, float]:
+        fit = series[name]["fit_peak_rss_bytes"]["linear"]
+        return fit["c"], fit["d"]
+
+    bm25_c, bm25_per_passage = linear("bm25 index")
+    mine_c, mine_per_query = linear("mine")
+    eval_c, eval_per_query = linear("evaluate")
+    ingest_c, ingest_per_passage = linear("ingest")
+    peak_models = {
+        "ingest": {"base": ingest_c, "per_passage": ingest_per_passage},
+        "bm25": {
+            # the index build's peak, plus the retrieval's growth on top (a little conservative)
+            "base": bm25_c,
+            "per_passage": bm25_per_passage,
+            "per_query": query_mem,
+            "per_run_row": trec_row_mem,  # rows of the TREC file written (queries x k), else 0
+        },
+        "mine": {"base": mine_c, "per_run_row": mine_per_query / RUN_DEPTH},
+        "evaluate": {"base": eval_c, "per_run_row": eval_per_query / RUN_DEPTH},
+    }
+    if "bm25-shard role" in series:
+        shard_c, shard_per_passage = linear("bm25-shard role")
+        peak_models["bm25-shard"] = {
+            "base": shard_c - q * query_mem,
+            "per_passage": shard_per_passage,
+            "per_query": query_mem,
+            "per_run_row": trec_row_mem,
+        }
     variants: dict[str, list] = {}
     for r in rows:
         for name, v in r["bm25"][str(q)].get("variants", {}).items():
@@ -703,6 +821,7 @@ def summarize(rows: list[dict], query_rows: list[dict], args, data_stats: dict, 
         },
         "data": data_stats,
         "bm25_backend": backend,
+        "queries": q,
         "targets": {
             "passages": MSMARCO_PASSAGES,
             "train_queries": MSMARCO_TRAIN_QUERIES,
@@ -714,10 +833,12 @@ def summarize(rows: list[dict], query_rows: list[dict], args, data_stats: dict, 
         "series": series,
         "retrieval_variants": variants,
         "full_size": full,
+        "peak_models": peak_models,
     }
 
 
 def plot(result: dict, path: Path) -> None:
+    """Cost against size, log-log; dotted: the linear fit c + d x extrapolated to the target size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -725,56 +846,42 @@ def plot(result: dict, path: Path) -> None:
 
     series = result["series"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    for ax, key, label in (
-        (axes[0, 0], "cpu_s", "CPU seconds (user+sys)"),
-        (axes[0, 1], "peak_rss_bytes", "peak RSS (GiB)"),
+
+    def draw(ax, name: str, key: str, scale: float, label: str, marker: str = "o-") -> None:
+        s = series[name]
+        b = s[f"fit_{key}"].get("power", {}).get("b", float("nan"))
+        ax.loglog(s["x"], [p[key] * scale for p in s["points"]], marker, label=f"{label} (b={b:.2f})")
+        lin = s[f"fit_{key}"].get("linear")
+        if lin:
+            xt = np.geomspace(min(s["x"]), s["target_x"], 30)
+            yt = (lin["c"] + lin["d"] * xt) * scale
+            ax.loglog(xt[yt > 0], yt[yt > 0], ":", color=ax.lines[-1].get_color())
+
+    for col, key, label, scale in (
+        (0, "cpu_s", "CPU seconds (user+sys)", 1.0),
+        (1, "peak_rss_bytes", "peak RSS (GiB)", 1 / 2**30),
     ):
-        for name in ("ingest", "bm25 index"):
-            s = series[name]
-            ys = [p[key] / (2**30 if key == "peak_rss_bytes" else 1) for p in s["points"]]
-            ax.loglog(
-                s["x"],
-                ys,
-                "o-",
-                label=f"{name} (b={s[f'fit_{key}'].get('power', {}).get('b', float('nan')):.2f})",
-            )
-            xt = np.geomspace(min(s["x"]), s["target_x"], 20)
-            pw = s[f"fit_{key}"].get("power")
-            if pw:
-                ax.loglog(
-                    xt,
-                    pw["a"] * xt ** pw["b"] / (2**30 if key == "peak_rss_bytes" else 1),
-                    ":",
-                    color=ax.lines[-1].get_color(),
-                )
+        ax = axes[0, col]
+        draw(ax, "ingest", key, scale, "ingest")
+        draw(ax, "bm25 index", key, scale, "bm25 index")
         if key == "cpu_s":
-            s = series["bm25 search (per query)"]
-            ax.loglog(
-                s["x"], [p["cpu_s"] * 1000 for p in s["points"]], "s-", label="bm25 search, ms CPU per query"
-            )
+            draw(ax, "bm25 search (per query)", key, 1000.0, "bm25 search, ms CPU/query", "s-")
         else:
-            s = series["bm25 stage"]
-            ax.loglog(
-                s["x"],
-                [p["peak_rss_bytes"] / 2**30 for p in s["points"]],
-                "s-",
-                label="bm25 stage (index + retrieve)",
-            )
+            draw(ax, "bm25 stage", key, scale, f"bm25 stage, {result['queries']} queries", "s-")
+            if "bm25-shard role" in series:
+                draw(ax, "bm25-shard role", key, scale, "bm25 shard (loaded index)", "^-")
         ax.axvline(result["targets"]["passages"], color="grey", lw=0.8)
-        ax.set_xlabel("passages (dotted: power-law fit to 8.8M)")
+        ax.set_xlabel("passages (grey: 8.8M)")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
-    for ax, key, label in (
-        (axes[1, 0], "cpu_s", "CPU seconds"),
-        (axes[1, 1], "peak_rss_bytes", "peak RSS (GiB)"),
-    ):
-        for name in ("mine", "evaluate", "bm25 stage vs queries"):
-            s = series[name]
-            ys = [p[key] / (2**30 if key == "peak_rss_bytes" else 1) for p in s["points"]]
-            ax.loglog(s["x"], ys, "o-", label=name)
+        ax = axes[1, col]
+        for name in ("mine", "evaluate", "bm25 stage vs queries", "bm25 stage vs queries, no TREC file"):
+            if name in series:
+                draw(ax, name, key, scale, name)
         ax.axvline(result["targets"]["train_queries"], color="grey", lw=0.8)
-        ax.set_xlabel("queries (top-1000 runs)")
+        ax.axvline(result["targets"]["dev_queries"], color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("queries of a top-1000 run (grey: 500k train, dashed: 6,980 dev)")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
