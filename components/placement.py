@@ -28,9 +28,10 @@ RESOURCES: dict[str, tuple[str, str]] = {
     # all 503k queries in one shard; numba, one thread: 729 queries/CPU-s at 1M, est 11 ms CPU/query at
     # 8.8M (1.6 CPU-h for 503k). Thread scaling was not measurable on the shared 2-core machine.
     "bm25-shard": ("4", "16Gi"),
-    # its TREC export sorts the whole merged run in memory: 294 B per row measured (2M-10M rows),
-    # est 138 GiB for 503M rows (a streamed export would need ~1 GiB)
-    "bm25-merge": ("1", "144Gi"),
+    # no TREC export in the pipeline (it sorts the whole run in memory: 294 B per row measured,
+    # 2M-10M rows, est 138 GiB for 503M rows); the run is streamed a batch at a time and the
+    # groups of 503k queries x 100 negatives are ~50M ids: est < 2 GiB (not measured at full size)
+    "bm25-merge": ("1", "4Gi"),
     "bm25-triples": ("1", "16Gi"),
     # 2.97 GiB for a 30M-row run, 100 B per row: est 47 GiB for 503k x 1000 rows; est ~4 CPU-min
     "mine": ("1", "56Gi"),
