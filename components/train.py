@@ -60,7 +60,8 @@ def distill(
         data: ingested split holding corpus.parquet and queries.parquet.
         student: the warm student (a saved lead model directory).
         teacher: the warm teacher (a saved lead model directory).
-        params: lead_core.train.Config fields (method, k, tau_d, tau_l, reweight, joint, selection, max_steps, lr, ...).
+        params: lead_core.train.Config fields (method, k, tau_d, tau_l, reweight, joint, selection, max_steps, lr, ...);
+            method none trains the student without the teacher (the no-teacher baseline).
         options: further lead_core.train.Config fields (e.g. passage_max_length, precision); params win.
         model: output student model directory.
         teacher_out: output teacher model directory (changed by joint LEAD training).
@@ -80,6 +81,13 @@ def distill(
         "out_teacher": teacher_out.path,
         "step_log": log.path,
     }
+    if params.get("method") == "none":
+        # The no-teacher baseline (a quality comparison's row): the student trains on alone, so
+        # the trainer takes no teacher, and teacher_out is left an empty folder.
+        import os
+
+        del paths["teacher"], paths["out_teacher"]
+        os.makedirs(teacher_out.path, exist_ok=True)
     config = from_dict(Config, {**options, **params, **paths}, where="distill params")
     launch(run, config, nproc=accelerator_count())  # one process per GPU the task sees
 
