@@ -94,7 +94,8 @@ EMBEDDINGS = ArtifactSchema(
     nonempty=("id",),
 )
 
-# The row ids of a faiss index, in index order (row i of the index is ids[i]).
+# A list of distinct ids: the row ids of a faiss index, in index order (row i of the index is
+# ids[i]); the empty documents ingest left out of a corpus (skipped_documents.parquet).
 IDS = ArtifactSchema("ids", pa.schema([("id", pa.string())]), unique=("id",), nonempty=("id",))
 
 SCHEMAS: dict[str, ArtifactSchema] = {

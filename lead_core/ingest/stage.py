@@ -1,5 +1,13 @@
 """`lead ingest`: read an MS MARCO or BEIR dataset into corpus/queries/qrels Parquet artifacts.
 
+A dataset's splits share one corpus (MS MARCO: 8.8M passages for train, dev and the TREC DL
+topics), so it can be ingested once and stored once: ``what="corpus"`` writes only
+``corpus.parquet``; ``what="split"`` writes only the split's ``queries.parquet`` and
+``qrels.parquet`` (and ``run.parquet`` / ``groups.parquet``), with the qrels checked against the doc
+ids of that ingested ``corpus`` folder (read as 8-byte hashes, one column batch at a time). The
+default ``what="all"`` does both into one folder, for a single split from a shell; that folder also
+serves as ``corpus`` of another split.
+
 The corpus is streamed in batches straight into Parquet, so memory does not grow with one Python
 object per passage (the real MS MARCO collection has 8.8M). Document ids are checked through 8-byte
 hashes instead of a set of strings: duplicates by sorting the hash array at the end (then one more
@@ -43,7 +51,20 @@ from lead_core.config import ConfigError, to_dict
 from lead_core.data import beir, msmarco
 from lead_core.data.ids import IdHashes, hash_ids
 from lead_core.data.io import resolve_dir
-from lead_core.data.schema import CORPUS, GROUPS, QRELS, QUERIES, RUN, SchemaError, open_writer, write_table
+from lead_core.data.schema import (
+    CORPUS,
+    GROUPS,
+    IDS,
+    QRELS,
+    QUERIES,
+    RUN,
+    SchemaError,
+    iter_batches,
+    open_writer,
+    read_metadata,
+    read_table,
+    write_table,
+)
 from lead_core.resources import check_memory, passages_in_file
 from lead_core.tracking import stage_run
 
@@ -59,9 +80,29 @@ class Config:
         }
     )
     layout: Literal["msmarco", "beir"] = field(metadata={"help": "file layout of the dataset"})
-    split: str = field(metadata={"help": "query split, e.g. train, dev, test, dl19"})
     out: str = field(
-        metadata={"help": "output folder for corpus/queries/qrels.parquet (replaced atomically)"}
+        metadata={
+            "help": "output folder (replaced atomically): corpus.parquet and/or the split's "
+            "queries.parquet and qrels.parquet, as --what says"
+        }
+    )
+    split: str = field(
+        default="", metadata={"help": "query split, e.g. train, dev, test, dl19 (not with --what corpus)"}
+    )
+    what: Literal["all", "corpus", "split"] = field(
+        default="all",
+        metadata={
+            "help": "all: the split with its corpus in one folder; corpus: only the corpus, once for "
+            "every split of the dataset; split: only the split's queries and qrels, checked against "
+            "the doc ids of --corpus"
+        },
+    )
+    corpus: str = field(
+        default="",
+        metadata={
+            "help": "--what split: the folder holding corpus.parquet of the same dataset (written by "
+            "--what corpus or --what all)"
+        },
     )
     drop_unknown_qrels: bool = field(
         default=False,
@@ -121,11 +162,11 @@ FIRST_IDS = 5
 @dataclass
 class EmptyDocuments:
     """The corpus documents with neither title nor text: how many, the first few, and (if skipped)
-    the hashes of their ids, to tell their qrels apart from qrels of documents not in the file."""
+    their ids, to tell their qrels apart from qrels of documents not in the file."""
 
     count: int = 0
     first: list[tuple[str, int]] = field(default_factory=list)  # (doc id, line)
-    skipped: IdHashes | None = None
+    skipped: pa.ChunkedArray | None = None  # the skipped documents' ids (strings)
 
 
 def _named(pairs: list[tuple[str, int]], total: int) -> str:
@@ -149,6 +190,7 @@ def write_corpus(
     """
     hashes: list[np.ndarray] = []
     skipped: list[np.ndarray] = []
+    skipped_ids: list[pa.Array] = []
     empty = EmptyDocuments()
     read = 0
     with open_writer(out, CORPUS, config) as writer, tqdm(desc="ingest corpus", unit=" docs") as bar:
@@ -169,6 +211,7 @@ def write_corpus(
                     empty.first.append((batch.column("doc_id")[i].as_py(), batch.column("line")[i].as_py()))
                 if empty_documents == "skip":
                     skipped.append(h[blank])
+                    skipped_ids.append(batch.column("doc_id").filter(pa.array(blank)))
                     batch = batch.filter(pa.array(~blank))
                     h_sorted = np.sort(h[~blank])
             writer.write(batch)
@@ -202,7 +245,7 @@ def write_corpus(
     if len(dup):
         _report_duplicate(path, batches, dup)
     if skipped:
-        empty.skipped = IdHashes(np.concatenate(skipped))
+        empty.skipped = pa.chunked_array(skipped_ids, pa.string())
         all_hashes = np.concatenate(hashes)
     del hashes, skipped
     return count, IdHashes(all_hashes), empty
@@ -235,34 +278,102 @@ def _check_known(path: Path, table: pa.Table, column: str, what: str, mask: np.n
         )
 
 
+def _corpus_file(folder: Path, layout: str) -> tuple[Path, Callable[[Path, int], Iterator[pa.Table]]]:
+    """The dataset's corpus file and the reader that streams it in batches."""
+    if layout == "beir":
+        return beir.corpus_path(folder), beir.iter_corpus
+    return msmarco.collection_path(folder), msmarco.iter_collection
+
+
 @dataclass
-class _Files:
-    corpus: Path
+class _SplitFiles:
     queries: Path
     qrels: Path
-    iter_corpus: Callable[[Path, int], Iterator[pa.Table]]
     read_queries: Callable[[Path], pa.Table]
     read_qrels: Callable[[Path], pa.Table]
 
 
-def _files(folder: Path, layout: str, split: str) -> _Files:
+def _split_files(folder: Path, layout: str, split: str) -> _SplitFiles:
     if layout == "beir":
-        return _Files(
-            beir.corpus_path(folder),
-            beir.queries_path(folder),
-            beir.qrels_path(folder, split),
-            beir.iter_corpus,
-            beir.read_queries,
-            beir.read_qrels,
+        return _SplitFiles(
+            beir.queries_path(folder), beir.qrels_path(folder, split), beir.read_queries, beir.read_qrels
         )
-    return _Files(
-        msmarco.collection_path(folder),
+    return _SplitFiles(
         msmarco.find_split_file(folder, "queries", split),
         msmarco.find_split_file(folder, "qrels", split),
-        msmarco.iter_collection,
         msmarco.read_queries,
         msmarco.read_qrels,
     )
+
+
+CORPUS_FILE = "corpus.parquet"
+# The ids of the empty documents that empty_documents="skip" left out of corpus.parquet (written
+# only when there were some): a split ingested later against this corpus drops the qrels that
+# judge them, as the one-shot ingest does, instead of failing on documents missing from the corpus.
+SKIPPED_FILE = "skipped_documents.parquet"
+
+
+@dataclass
+class CorpusIds:
+    """The doc ids a split's qrels are checked against: the corpus's, and those of the empty
+    documents left out of it (None when none were skipped); `where` names the corpus in errors."""
+
+    docs: IdHashes
+    skipped: IdHashes | None
+    where: str
+
+
+def _write_corpus_folder(
+    corpus: Path,
+    iter_corpus: Callable[[Path, int], Iterator[pa.Table]],
+    config: Config,
+    tmp: Path,
+    meta: dict,
+) -> tuple[dict[str, int], CorpusIds]:
+    """Stream the dataset's corpus file into `tmp`/corpus.parquet (and the skipped ids beside it);
+    its counts and ids."""
+
+    def batches() -> Iterator[pa.Table]:
+        return iter_corpus(corpus, config.batch_size)
+
+    count, docs, empty = write_corpus(corpus, batches, tmp / CORPUS_FILE, meta, config.empty_documents)
+    skipped = None
+    if empty.skipped is not None:
+        write_table(pa.table({"id": empty.skipped}), tmp / SKIPPED_FILE, IDS, meta)
+        skipped = IdHashes(hash_ids(empty.skipped))
+    counts = {
+        "docs": count,
+        "empty_docs": empty.count,
+        "empty_docs_skipped": empty.count if empty.skipped is not None else 0,
+    }
+    return counts, CorpusIds(docs, skipped, str(corpus))
+
+
+def corpus_artifact(folder: Path) -> Path:
+    """corpus.parquet of an ingested corpus folder (`what` corpus or all), or an error naming it."""
+    path = folder / CORPUS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file: --corpus / corpus takes the folder that `lead ingest --what corpus` "
+            "(or --what all) wrote"
+        )
+    return path
+
+
+def read_corpus_ids(folder: Path) -> CorpusIds:
+    """The ids of an ingested corpus folder (`what` corpus or all): corpus.parquet's doc_id column
+    read in batches into 8-byte hashes (memory: 8 bytes per document plus one batch)."""
+    path = corpus_artifact(folder)
+    hashes = [
+        hash_ids(batch.column("doc_id"))
+        for batch in iter_batches(path, CORPUS, batch_size=1_000_000, columns=["doc_id"])
+    ]
+    docs = IdHashes(np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64))
+    skipped_path = folder / SKIPPED_FILE
+    skipped = (
+        IdHashes(hash_ids(read_table(skipped_path, IDS).column("id"))) if skipped_path.is_file() else None
+    )
+    return CorpusIds(docs, skipped, str(path))
 
 
 def resolve_source(source: str, layout: str) -> Path:
@@ -315,106 +426,156 @@ def _official_groups(
     return groups.num_rows
 
 
-def run(config: Config) -> dict:
-    """Ingest `config.source` into `config.out`/{corpus,queries,qrels}.parquet; returns the counts."""
+def _check_config(config: Config) -> None:
+    """Contradicting or missing fields, before anything is read."""
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {config.batch_size}")
     if config.layout == "beir" and (config.official_run or config.official_groups):
         raise ConfigError(
             "official_run and official_groups read MS MARCO's top1000/qidpidtriples: use --layout msmarco"
         )
+    if config.what == "corpus":
+        given = [
+            name
+            for name, value in (
+                ("split", config.split),
+                ("corpus", config.corpus),
+                ("official_run", config.official_run),
+                ("official_groups", config.official_groups),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(f"what=corpus writes only the corpus; {given} belong to a split (what=split)")
+        return
+    if not config.split:
+        raise ConfigError(f"what={config.what} needs a split (--split)")
+    if config.what == "split" and not config.corpus:
+        raise ConfigError("what=split needs corpus (--corpus): the folder of the ingested corpus")
+    if config.what == "all" and config.corpus:
+        raise ConfigError("what=all ingests the corpus itself; corpus (--corpus) goes with what=split")
+
+
+def _write_split(
+    files: _SplitFiles,
+    qrels: pa.Table,
+    queries: pa.Table,
+    corpus: CorpusIds,
+    folder: Path,
+    config: Config,
+    tmp: Path,
+    meta: dict,
+) -> dict[str, int]:
+    """The split's qrels checked against `corpus` and written with its queries (and the official run
+    and groups) into `tmp`; the counts."""
+    counts: dict[str, int] = {}
+    known = corpus.docs.contains(qrels.column("doc_id"))
+    at_skipped = np.zeros(len(known), dtype=bool)
+    if corpus.skipped is not None:
+        at_skipped = ~known & corpus.skipped.contains(qrels.column("doc_id"))
+    counts["qrels_dropped_skipped_doc"] = int(at_skipped.sum())
+    if at_skipped.any():
+        logger.warning(
+            "%s: dropped %d of %d qrels whose document has neither title nor text and was "
+            "skipped (empty_documents=skip): %s",
+            files.qrels,
+            int(at_skipped.sum()),
+            qrels.num_rows,
+            _named(_qrels_at(qrels, at_skipped), int(at_skipped.sum())),
+        )
+        qrels = qrels.filter(pa.array(~at_skipped))
+        known = known[~at_skipped]
+        if qrels.num_rows == 0:
+            raise SchemaError(
+                f"{files.qrels}: every qrel judges a skipped empty document; use --empty-documents keep"
+            )
+    unknown = int((~known).sum())
+    if unknown and not config.drop_unknown_qrels:
+        i = _first_false(known)
+        raise SchemaError(
+            f"{files.qrels}: line {qrels.column('line')[i].as_py()}: document {qrels.column('doc_id')[i].as_py()!r} "
+            f"is not in the corpus {corpus.where} ({unknown} of {qrels.num_rows} qrels name unknown "
+            "documents; drop_unknown_qrels / --drop-unknown-qrels drops them)"
+        )
+    if unknown:
+        logger.warning(
+            "%s: dropped %d of %d qrels whose document is not in the corpus: %s",
+            files.qrels,
+            unknown,
+            qrels.num_rows,
+            _named(_qrels_at(qrels, ~known), unknown),
+        )
+        qrels = qrels.filter(pa.array(known))
+        if qrels.num_rows == 0:
+            raise SchemaError(f"{files.qrels}: no qrels left after dropping those outside the corpus")
+    counts["qrels_dropped_unknown_doc"] = unknown
+
+    counts["queries_in_file"] = queries.num_rows
+    if not config.keep_queries_without_qrels:
+        judged = _is_in(queries.column("query_id"), pc.unique(qrels.column("query_id")))
+        queries = queries.filter(pa.array(judged))
+    counts["queries"] = queries.num_rows
+    counts["queries_dropped_without_qrels"] = counts["queries_in_file"] - queries.num_rows
+    counts["qrels"] = qrels.num_rows
+    write_table(queries, tmp / "queries.parquet", QUERIES, meta)
+    write_table(qrels, tmp / "qrels.parquet", QRELS, meta)
+    if config.official_run:
+        counts["run_rows"] = _official_run(
+            folder, config.split, queries, corpus.docs, tmp / "run.parquet", meta
+        )
+    if config.official_groups:
+        counts["groups"] = _official_groups(
+            folder, config.split, queries, corpus.docs, tmp / "groups.parquet", meta
+        )
+    return counts
+
+
+def run(config: Config) -> dict:
+    """Ingest `config.source` into `config.out`: corpus.parquet and/or the split's queries.parquet and
+    qrels.parquet, as `config.what` says; returns the counts."""
+    _check_config(config)
     meta = to_dict(config)
     out = Path(config.out)
     check_writable(out)  # before a download or a long read
     with stage_run("ingest", meta) as tracker:
         folder = resolve_source(config.source, config.layout)
-        files = _files(folder, config.layout, config.split)
-        check_memory("ingest", passages=passages_in_file(files.corpus))
-        qrels = files.read_qrels(files.qrels)
-        queries = files.read_queries(files.queries)
-        _check_known(
-            files.qrels,
-            qrels,
-            "query_id",
-            "query",
-            _is_in(qrels.column("query_id"), queries.column("query_id")),
-            str(files.queries),
-        )
+        if config.what != "split":
+            corpus_file, iter_corpus = _corpus_file(folder, config.layout)
+            passages = passages_in_file(corpus_file)
+        else:
+            passages = int(read_metadata(corpus_artifact(Path(config.corpus)))["num_rows"])
+        files = _split_files(folder, config.layout, config.split) if config.what != "corpus" else None
+        check_memory("ingest", passages=passages)
+        if files is not None:  # a split's files fail before the (long) corpus read
+            qrels = files.read_qrels(files.qrels)
+            queries = files.read_queries(files.queries)
+            _check_known(
+                files.qrels,
+                qrels,
+                "query_id",
+                "query",
+                _is_in(qrels.column("query_id"), queries.column("query_id")),
+                str(files.queries),
+            )
 
         counts: dict[str, int] = {}
         with atomic_path(out) as tmp:
             tmp.mkdir()
-
-            def batches() -> Iterator[pa.Table]:
-                return files.iter_corpus(files.corpus, config.batch_size)
-
-            counts["docs"], docs, empty = write_corpus(
-                files.corpus, batches, tmp / "corpus.parquet", meta, config.empty_documents
-            )
-            counts["empty_docs"] = empty.count
-            counts["empty_docs_skipped"] = empty.count if empty.skipped is not None else 0
-
-            known = docs.contains(qrels.column("doc_id"))
-            at_skipped = np.zeros(len(known), dtype=bool)
-            if empty.skipped is not None:
-                at_skipped = ~known & empty.skipped.contains(qrels.column("doc_id"))
-            counts["qrels_dropped_skipped_doc"] = int(at_skipped.sum())
-            if at_skipped.any():
-                logger.warning(
-                    "%s: dropped %d of %d qrels whose document has neither title nor text and was "
-                    "skipped (empty_documents=skip): %s",
-                    files.qrels,
-                    int(at_skipped.sum()),
-                    qrels.num_rows,
-                    _named(_qrels_at(qrels, at_skipped), int(at_skipped.sum())),
-                )
-                qrels = qrels.filter(pa.array(~at_skipped))
-                known = known[~at_skipped]
-                if qrels.num_rows == 0:
-                    raise SchemaError(
-                        f"{files.qrels}: every qrel judges a skipped empty document; "
-                        "use --empty-documents keep"
-                    )
-            unknown = int((~known).sum())
-            if unknown and not config.drop_unknown_qrels:
-                i = _first_false(known)
-                raise SchemaError(
-                    f"{files.qrels}: line {qrels.column('line')[i].as_py()}: document {qrels.column('doc_id')[i].as_py()!r} "
-                    f"is not in the corpus {files.corpus} ({unknown} of {qrels.num_rows} qrels name unknown "
-                    "documents; drop_unknown_qrels / --drop-unknown-qrels drops them)"
-                )
-            if unknown:
-                logger.warning(
-                    "%s: dropped %d of %d qrels whose document is not in the corpus: %s",
-                    files.qrels,
-                    unknown,
-                    qrels.num_rows,
-                    _named(_qrels_at(qrels, ~known), unknown),
-                )
-                qrels = qrels.filter(pa.array(known))
-                if qrels.num_rows == 0:
-                    raise SchemaError(f"{files.qrels}: no qrels left after dropping those outside the corpus")
-            counts["qrels_dropped_unknown_doc"] = unknown
-
-            counts["queries_in_file"] = queries.num_rows
-            if not config.keep_queries_without_qrels:
-                judged = _is_in(queries.column("query_id"), pc.unique(qrels.column("query_id")))
-                queries = queries.filter(pa.array(judged))
-            counts["queries"] = queries.num_rows
-            counts["queries_dropped_without_qrels"] = counts["queries_in_file"] - queries.num_rows
-            counts["qrels"] = qrels.num_rows
-            write_table(queries, tmp / "queries.parquet", QUERIES, meta)
-            write_table(qrels, tmp / "qrels.parquet", QRELS, meta)
-            if config.official_run:
-                counts["run_rows"] = _official_run(
-                    folder, config.split, queries, docs, tmp / "run.parquet", meta
-                )
-            if config.official_groups:
-                counts["groups"] = _official_groups(
-                    folder, config.split, queries, docs, tmp / "groups.parquet", meta
-                )
+            if config.what == "split":
+                corpus = read_corpus_ids(Path(config.corpus))
+            else:
+                corpus_counts, corpus = _write_corpus_folder(corpus_file, iter_corpus, config, tmp, meta)
+                counts.update(corpus_counts)
+            if files is not None:
+                counts.update(_write_split(files, qrels, queries, corpus, folder, config, tmp, meta))
         logger.info(
-            "ingest %s (%s, split %s) -> %s: %s", config.source, config.layout, config.split, out, counts
+            "ingest %s (%s, %s%s) -> %s: %s",
+            config.source,
+            config.layout,
+            "corpus" if config.what == "corpus" else f"split {config.split}",
+            " with its corpus" if config.what == "all" else "",
+            out,
+            counts,
         )
         tracker.log_metrics({f"ingest/{k}": v for k, v in counts.items()})
     return counts

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from lead_core.cli import main
-from lead_core.data.schema import CORPUS, QRELS, QUERIES, SchemaError, read_table
+from lead_core.data.schema import CORPUS, IDS, QRELS, QUERIES, SchemaError, read_table
 from lead_core.ingest import Config, run
 from tests.data.helpers import beir_dir, msmarco_dir
 
@@ -36,7 +36,7 @@ QRELS_ROWS = [("q1", "d1", 1), ("q1", "e2", 1), ("q2", "t1", 1), ("q3", "e1", 1)
 
 
 def ingest(src, out, **kw) -> dict:
-    return run(Config(source=str(src), layout="beir", split="test", out=str(out), **kw))
+    return run(Config(source=str(src), layout="beir", out=str(out), **{"split": "test", **kw}))
 
 
 def warnings_of(caplog) -> list[str]:
@@ -113,6 +113,29 @@ def test_skipped_documents_and_their_qrels(tmp_path, caplog):
         {"query_id": "q2", "doc_id": "t1", "relevance": 1},
     ]
     assert read_table(out / "queries.parquet", QUERIES).column("query_id").to_pylist() == ["q1", "q2"]
+
+
+def test_a_split_against_a_corpus_ingested_once_drops_the_qrels_at_its_skipped_documents(tmp_path):
+    """The corpus ingested once with skip keeps the skipped ids beside it; a split ingested later
+    against it drops and counts the qrels at them as the one-shot ingest does, and still fails on a
+    document missing from the corpus."""
+    src = beir_dir(tmp_path / "src", corpus=CORPUS_ROWS, queries=QUERY_ROWS, qrels=QRELS_ROWS)
+    corpus = tmp_path / "corpus"
+    ingest(src, corpus, split="", what="corpus", empty_documents="skip")
+    assert sorted(p.name for p in corpus.iterdir()) == ["corpus.parquet", "skipped_documents.parquet"]
+    assert read_table(corpus / "skipped_documents.parquet", IDS).column("id").to_pylist() == EMPTY_IDS
+    counts = ingest(src, tmp_path / "split", what="split", corpus=str(corpus))
+    one_shot = ingest(src, tmp_path / "all", empty_documents="skip")
+    assert counts == {k: v for k, v in one_shot.items() if not k.startswith(("docs", "empty_docs"))}
+    assert counts["qrels_dropped_skipped_doc"] == 3 and counts["qrels"] == 2
+    assert read_table(tmp_path / "split" / "qrels.parquet", QRELS).equals(
+        read_table(tmp_path / "all" / "qrels.parquet", QRELS)
+    )
+    beir_dir(
+        tmp_path / "other", corpus=CORPUS_ROWS, queries=QUERY_ROWS, qrels=[("q1", "e1", 1), ("q2", "x", 1)]
+    )
+    with pytest.raises(SchemaError, match=r"line 3: document 'x' is not in the corpus \S*corpus\.parquet"):
+        ingest(tmp_path / "other", tmp_path / "split2", what="split", corpus=str(corpus))
 
 
 def test_skip_does_not_excuse_documents_missing_from_the_corpus(tmp_path):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lead_core.cli import main
+from lead_core.config import ConfigError
 from lead_core.data.schema import CORPUS, QRELS, QUERIES, SchemaError, read_metadata, read_table
 from lead_core.ingest import Config, run
 from tests.data.helpers import beir_dir, msmarco_dir, write_lines
@@ -78,6 +79,110 @@ def test_dl20_pools_needs_the_drop_option(dl_pools_dir, tmp_path, caplog):
     assert counts["qrels_dropped_unknown_doc"] == 6237
     assert (counts["queries"], counts["qrels"]) == (54, 11386 - 6237)
     assert "dropped 6237 of 11386 qrels" in caplog.text
+
+
+def test_scifact_corpus_once_and_both_splits_against_it(scifact_dir, tmp_path):
+    """The corpus ingested once (what=corpus) and each split against it (what=split): the split
+    folders hold only queries and qrels, the same tables the one-shot ingest writes."""
+    corpus = ingest(scifact_dir, tmp_path / "corpus", layout="beir", split="", what="corpus")
+    assert corpus == {"docs": 5183, "empty_docs": 0, "empty_docs_skipped": 0}
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["corpus.parquet"]
+    for split, queries, qrels in (("test", 300, 339), ("train", 809, 919)):
+        out = tmp_path / split
+        counts = ingest(
+            scifact_dir, out, layout="beir", split=split, what="split", corpus=str(tmp_path / "corpus")
+        )
+        assert (counts["queries"], counts["qrels"], counts["qrels_dropped_unknown_doc"]) == (
+            queries,
+            qrels,
+            0,
+        )
+        assert "docs" not in counts
+        assert sorted(p.name for p in out.iterdir()) == ["qrels.parquet", "queries.parquet"]
+        ingest(scifact_dir, tmp_path / f"{split}-all", layout="beir", split=split)
+        for name, schema in (("queries", QUERIES), ("qrels", QRELS)):
+            once = read_table(out / f"{name}.parquet", schema)
+            assert once.equals(read_table(tmp_path / f"{split}-all" / f"{name}.parquet", schema)), name
+    # the one-shot folder serves as the corpus of another split too
+    counts = ingest(
+        scifact_dir,
+        tmp_path / "test2",
+        layout="beir",
+        split="test",
+        what="split",
+        corpus=str(tmp_path / "train-all"),
+    )
+    assert counts["qrels"] == 339
+
+
+def test_split_against_an_ingested_corpus_checks_its_qrels(tmp_path):
+    """what=split: a qrel naming a document outside the ingested corpus fails as in the one-shot
+    ingest, naming the corpus artifact; drop_unknown_qrels drops it."""
+    src = msmarco_dir(tmp_path / "src")
+    ingest(src, tmp_path / "corpus", split="", what="corpus")
+    msmarco_dir(tmp_path / "other", qrels=[("10", "0", 1), ("11", "77", 1), ("11", "1", 1)])
+    corpus = str(tmp_path / "corpus")
+    assert_fails(
+        tmp_path / "other",
+        tmp_path / "out",
+        tmp_path / "other" / "qrels.dev.small.tsv",
+        2,
+        f"document '77' is not in the corpus {tmp_path / 'corpus' / 'corpus.parquet'}",
+        what="split",
+        corpus=corpus,
+    )
+    counts = ingest(
+        tmp_path / "other", tmp_path / "out", what="split", corpus=corpus, drop_unknown_qrels=True
+    )
+    assert counts["qrels_dropped_unknown_doc"] == 1 and counts["qrels"] == 2
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [
+        (
+            {"what": "corpus", "split": "dev"},
+            "what=corpus writes only the corpus; ['split'] belong to a split",
+        ),
+        ({"what": "split", "split": "dev"}, "what=split needs corpus (--corpus)"),
+        ({"what": "split", "split": "", "corpus": "c"}, "what=split needs a split (--split)"),
+        ({"what": "all", "split": ""}, "what=all needs a split (--split)"),
+        ({"what": "all", "split": "dev", "corpus": "c"}, "corpus (--corpus) goes with what=split"),
+    ],
+)
+def test_what_and_its_fields_contradicting(tmp_path, fields, problem):
+    src = msmarco_dir(tmp_path / "src")
+    with pytest.raises(ConfigError) as err:
+        run(Config(source=str(src), layout="msmarco", out=str(tmp_path / "out"), **fields))
+    assert problem in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_corpus_once_then_a_split(tmp_path, capsys):
+    src = msmarco_dir(tmp_path / "src")
+    base = ["ingest", "--source", str(src), "--layout", "msmarco"]
+    assert main([*base, "--what", "corpus", "--out", str(tmp_path / "c")]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--what",
+                "split",
+                "--corpus",
+                str(tmp_path / "c"),
+                "--split",
+                "dev",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
+    assert read_table(tmp_path / "d" / "qrels.parquet", QRELS).num_rows == 3
+    assert main([*base, "--out", str(tmp_path / "e")]) == 1  # one-shot without a split
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "lead ingest: error: what=all needs a split (--split)"
+    )
 
 
 # --- small hand-made datasets -----------------------------------------------------------------
