@@ -12,7 +12,7 @@ from components.evaluate import evaluate
 from components.export import export
 from components.identity import identity
 from components.index import index
-from components.ingest import ingest
+from components.ingest import ingest, ingest_corpus
 from components.mine import mine
 from components.rerank import rerank
 from components.search import search
@@ -20,6 +20,7 @@ from components.train import distill, train, untrained
 
 ALL = (
     identity,
+    ingest_corpus,
     ingest,
     backbone,
     bm25,
@@ -54,6 +55,7 @@ __all__ = [
     "identity",
     "index",
     "ingest",
+    "ingest_corpus",
     "mine",
     "rerank",
     "search",

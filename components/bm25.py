@@ -8,6 +8,7 @@ from components._image import BASE_IMAGE_CPU
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
 def bm25(
+    corpus: Input[Dataset],
     data: Input[Dataset],
     k: int,
     negatives: str,
@@ -19,7 +20,8 @@ def bm25(
     """BM25 top-k of the split's queries, and a training group per query.
 
     Args:
-        data: ingested split (corpus.parquet, queries.parquet, qrels.parquet).
+        corpus: the dataset's ingested corpus (corpus.parquet).
+        data: ingested split (queries.parquet, qrels.parquet).
         k: run depth per query.
         negatives: negatives of the groups: bm25 (top hits not judged relevant) or random documents.
         num_negatives: negatives per training group.
@@ -32,7 +34,7 @@ def bm25(
 
     bm25_run(
         Config(
-            corpus=data.path + "/corpus.parquet",
+            corpus=corpus.path + "/corpus.parquet",
             queries=data.path + "/queries.parquet",
             qrels=data.path + "/qrels.parquet",
             out_run=run.path + "/run.parquet",
@@ -51,11 +53,12 @@ def bm25(
 
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
-def bm25_index(data: Input[Dataset], num_shards: int, index: Output[Dataset]) -> list:
-    """The BM25 index of the split's corpus, saved once for every query shard; returns the shards.
+def bm25_index(corpus: Input[Dataset], data: Input[Dataset], num_shards: int, index: Output[Dataset]) -> list:
+    """The BM25 index of the corpus, saved once for every query shard; returns the shards.
 
     Args:
-        data: ingested split (corpus.parquet).
+        corpus: the dataset's ingested corpus (corpus.parquet).
+        data: ingested split (queries.parquet).
         num_shards: query shards to retrieve in parallel (>= 1).
         index: output folder of the saved index.
 
@@ -70,7 +73,9 @@ def bm25_index(data: Input[Dataset], num_shards: int, index: Output[Dataset]) ->
         raise ConfigError(f"bm25_shards must be >= 1, got {num_shards}")
     bm25_run(
         Config(
-            corpus=data.path + "/corpus.parquet", queries=data.path + "/queries.parquet", out_index=index.path
+            corpus=corpus.path + "/corpus.parquet",
+            queries=data.path + "/queries.parquet",
+            out_index=index.path,
         )
     )
     return [f"{i}/{num_shards}" for i in range(num_shards)]
@@ -78,6 +83,7 @@ def bm25_index(data: Input[Dataset], num_shards: int, index: Output[Dataset]) ->
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
 def bm25_shard(
+    corpus: Input[Dataset],
     data: Input[Dataset],
     index: Input[Dataset],
     shard: str,
@@ -91,7 +97,8 @@ def bm25_shard(
     """BM25 top-k and training groups of one query shard, against the saved index.
 
     Args:
-        data: ingested split (corpus.parquet, queries.parquet, qrels.parquet).
+        corpus: the dataset's ingested corpus (corpus.parquet).
+        data: ingested split (queries.parquet, qrels.parquet).
         index: the saved index (bm25_index).
         shard: "i/n": the i-th (from 0) of n contiguous slices of the queries' retrieval batches.
         k: run depth per query.
@@ -106,7 +113,7 @@ def bm25_shard(
 
     bm25_run(
         Config(
-            corpus=data.path + "/corpus.parquet",
+            corpus=corpus.path + "/corpus.parquet",
             queries=data.path + "/queries.parquet",
             qrels=data.path + "/qrels.parquet",
             index=index.path,
@@ -124,6 +131,7 @@ def bm25_shard(
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
 def bm25_merge(
+    corpus: Input[Dataset],
     data: Input[Dataset],
     shard_runs: Input[list[Dataset]],
     shard_groups: Input[list[Dataset]],
@@ -133,6 +141,7 @@ def bm25_merge(
     """The shards' runs and groups concatenated in shard order: what `bm25` writes in one task.
 
     Args:
+        corpus: the dataset's ingested corpus (corpus.parquet).
         data: ingested split (queries.parquet: every merged query must be one of them).
         shard_runs: the shards' run folders (collected from the ParallelFor, any order).
         shard_groups: the shards' groups folders (any order).
@@ -148,7 +157,7 @@ def bm25_merge(
 
     bm25_run(
         Config(
-            corpus=data.path + "/corpus.parquet",
+            corpus=corpus.path + "/corpus.parquet",
             queries=data.path + "/queries.parquet",
             merge_runs=[r.path + "/run.parquet" for r in shard_runs],
             merge_groups=[g.path + "/groups.parquet" for g in shard_groups],
@@ -161,6 +170,7 @@ def bm25_merge(
 
 @dsl.component(base_image=BASE_IMAGE_CPU, install_kfp_package=False)
 def bm25_triples(
+    corpus: Input[Dataset],
     data: Input[Dataset],
     triples_uri: str,
     num_negatives: int,
@@ -170,7 +180,8 @@ def bm25_triples(
     """Training groups from MS MARCO's official training triples (no BM25 retrieval).
 
     Args:
-        data: ingested split (corpus.parquet, queries.parquet, qrels.parquet).
+        corpus: the dataset's ingested corpus (corpus.parquet: the triples' passages must be in it).
+        data: ingested split (queries.parquet, qrels.parquet).
         triples_uri: qidpidtriples file (qid<TAB>pos_pid<TAB>neg_pid), path or URI, .gz/.bz2.
         num_negatives: negatives per query: its first distinct unjudged ones in file order.
         triples_identity: the file's identity (identity task): the cache key follows its contents.
@@ -185,7 +196,7 @@ def bm25_triples(
     groups.metadata["triples_identity"] = triples_identity
     bm25_run(
         Config(
-            corpus=data.path + "/corpus.parquet",
+            corpus=corpus.path + "/corpus.parquet",
             queries=data.path + "/queries.parquet",
             qrels=data.path + "/qrels.parquet",
             out_groups=groups.path + "/groups.parquet",

@@ -10,6 +10,7 @@ from components._image import BASE_IMAGE_CPU, BASE_IMAGE_CUDA
 @dsl.component(base_image=BASE_IMAGE_CUDA, install_kfp_package=False)
 def train(
     groups: Input[Dataset],
+    corpus: Input[Dataset],
     data: Input[Dataset],
     init: Input[Model],
     params: dict,
@@ -20,7 +21,8 @@ def train(
 
     Args:
         groups: training groups (groups.parquet): each query's positives and its negative pool.
-        data: ingested split holding corpus.parquet and queries.parquet.
+        corpus: the dataset's ingested corpus (corpus.parquet): the passages' texts.
+        data: ingested split holding queries.parquet.
         init: initial model: a backbone folder (with params.architecture) or a saved lead model.
         params: lead_core.train.Config fields (architecture, max_steps, lr, batch_size, num_negatives, seed, ...).
         options: further lead_core.train.Config fields (e.g. passage_max_length, precision); params win.
@@ -32,7 +34,7 @@ def train(
 
     paths = {
         "groups": groups.path + "/groups.parquet",
-        "corpus": data.path + "/corpus.parquet",
+        "corpus": corpus.path + "/corpus.parquet",
         "queries": data.path + "/queries.parquet",
         "model": init.path,
         "out": model.path,
@@ -44,6 +46,7 @@ def train(
 @dsl.component(base_image=BASE_IMAGE_CUDA, install_kfp_package=False)
 def distill(
     groups: Input[Dataset],
+    corpus: Input[Dataset],
     data: Input[Dataset],
     student: Input[Model],
     teacher: Input[Model],
@@ -57,7 +60,8 @@ def distill(
 
     Args:
         groups: training groups (groups.parquet), e.g. the phase-1 DE's mined hard negatives.
-        data: ingested split holding corpus.parquet and queries.parquet.
+        corpus: the dataset's ingested corpus (corpus.parquet): the passages' texts.
+        data: ingested split holding queries.parquet.
         student: the warm student (a saved lead model directory).
         teacher: the warm teacher (a saved lead model directory).
         params: lead_core.train.Config fields (method, k, tau_d, tau_l, reweight, joint, selection, max_steps, lr, ...);
@@ -73,7 +77,7 @@ def distill(
 
     paths = {
         "groups": groups.path + "/groups.parquet",
-        "corpus": data.path + "/corpus.parquet",
+        "corpus": corpus.path + "/corpus.parquet",
         "queries": data.path + "/queries.parquet",
         "model": student.path,
         "teacher": teacher.path,

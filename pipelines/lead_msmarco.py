@@ -205,7 +205,7 @@ def build_pipeline(
             PHASE1_BM25, train_data, bm25_k, negatives, negative_pool, bm25_shards, triples_uri
         )
         phase1 = wire.train("phase1", phase1_groups, inits["phase1"], "de", phase1_steps, phase1_lr)
-        phase1_index = wire.index("phase1", phase1, train_data)
+        phase1_index = wire.index("phase1", phase1)
         train_run = wire.search("phase1-search-train", phase1_index, phase1, train_data, mine_depth)
         phase1_eval_run = wire.search("phase1-search-eval", phase1_index, phase1, eval_data, search_k)
         hard = wire.mine(train_run, mine_depth, mine_skip, negative_pool)

@@ -34,8 +34,10 @@ class Wiring:
 
     Made inside the pipeline function from its arguments (`Wiring(place, locals())` before the
     function defines anything else: the pipeline parameters by name, of which PARAMETERS are read):
-    resolves the dataset's identity (task `identity-dataset`, never cached) and ingests both splits
-    (tasks `ingest-train`, `ingest-eval`), whose cache keys then follow the dataset's contents.
+    resolves the dataset's identity (task `identity-dataset`, never cached), ingests the corpus the
+    splits share once (task `ingest-corpus`: one `corpus` artifact, which every stage that reads
+    passages takes) and both splits' queries and qrels against it (tasks `ingest-train`,
+    `ingest-eval`); their cache keys follow the dataset's contents.
     Every training run gets `train_options` and the same batch (`batch_size` queries with
     `train_negatives` negatives each) and `seed`; BM25 and mining use `seed` too.
     """
@@ -69,6 +71,14 @@ class Wiring:
         }
         # Sources outside the artifacts enter the cache keys by their run-time identity (never cached).
         self.dataset_identity = place.identity("identity-dataset", values["dataset_uri"], "dataset")
+        self.corpus = place(
+            "ingest-corpus",
+            c.ingest_corpus(
+                source=values["dataset_uri"],
+                layout=values["dataset_layout"],
+                dataset_identity=self.dataset_identity,
+            ),
+        ).outputs["corpus"]
         self.train_data, self.eval_data = (
             place(
                 f"ingest-{name}",
@@ -78,6 +88,7 @@ class Wiring:
                     split=split,
                     drop_unknown_qrels=values["drop_unknown_qrels"],
                     dataset_identity=self.dataset_identity,
+                    corpus=self.corpus,
                 ),
             ).outputs["data"]
             for name, split in (("train", values["train_split"]), ("eval", values["eval_split"]))
@@ -94,7 +105,15 @@ class Wiring:
         """Task `name`: BM25's top k of `data`'s queries (output "run") and their negative pools
         ("groups": BM25 or random negatives)."""
         return self.place(
-            name, c.bm25(data=data, k=k, negatives=negatives, num_negatives=num_negatives, seed=self.seed)
+            name,
+            c.bm25(
+                corpus=self.corpus,
+                data=data,
+                k=k,
+                negatives=negatives,
+                num_negatives=num_negatives,
+                seed=self.seed,
+            ),
         )
 
     def bm25_groups(self, name: str, data, k, negatives, num_negatives, shards, triples_uri) -> Any:
@@ -110,15 +129,22 @@ class Wiring:
             official = self.place(
                 branch["triples"][1],
                 c.bm25_triples(
-                    data=data, triples_uri=triples_uri, num_negatives=num_negatives, triples_identity=identity
+                    corpus=self.corpus,
+                    data=data,
+                    triples_uri=triples_uri,
+                    num_negatives=num_negatives,
+                    triples_identity=identity,
                 ),
             ).outputs["Output"]
         with dsl.Else():
-            index = self.place(branch["retrieval"][0], c.bm25_index(data=data, num_shards=shards))
+            index = self.place(
+                branch["retrieval"][0], c.bm25_index(corpus=self.corpus, data=data, num_shards=shards)
+            )
             with dsl.ParallelFor(items=index.outputs["Output"]) as shard:
                 part = self.place(
                     branch["retrieval"][1],
                     c.bm25_shard(
+                        corpus=self.corpus,
                         data=data,
                         index=index.outputs["index"],
                         shard=shard,
@@ -131,6 +157,7 @@ class Wiring:
             retrieved = self.place(
                 branch["retrieval"][2],
                 c.bm25_merge(
+                    corpus=self.corpus,
                     data=data,
                     shard_runs=dsl.Collected(part.outputs["run"]),
                     shard_groups=dsl.Collected(part.outputs["groups"]),
@@ -147,6 +174,7 @@ class Wiring:
             name,
             c.train(
                 groups=groups,
+                corpus=self.corpus,
                 data=self.train_data,
                 init=init,
                 options=self.train_options,
@@ -161,6 +189,7 @@ class Wiring:
             "distill",
             c.distill(
                 groups=groups,
+                corpus=self.corpus,
                 data=self.train_data,
                 student=student,
                 teacher=teacher,
@@ -169,9 +198,11 @@ class Wiring:
             ),
         )
 
-    def index(self, name: str, model, data) -> Any:
-        """`data`'s corpus encoded by `model` and indexed (tasks `<name>-encode`, `<name>-index`)."""
-        embeddings = self.place(f"{name}-encode", c.encode(model=model, data=data)).outputs["embeddings"]
+    def index(self, name: str, model) -> Any:
+        """The corpus encoded by `model` and indexed (tasks `<name>-encode`, `<name>-index`)."""
+        embeddings = self.place(f"{name}-encode", c.encode(model=model, corpus=self.corpus)).outputs[
+            "embeddings"
+        ]
         return self.place(f"{name}-index", c.index(embeddings=embeddings)).outputs["index"]
 
     def search(self, name: str, index, model, data, k) -> Any:
@@ -179,9 +210,9 @@ class Wiring:
         return self.place(name, c.search(index=index, model=model, data=data, k=k)).outputs["run"]
 
     def retrieve(self, name: str, model, k) -> tuple[Any, Any]:
-        """(index, run): the evaluation corpus indexed by `model`, and its top k for the evaluation
-        queries (tasks `<name>-encode`, `<name>-index`, `<name>-search`)."""
-        index = self.index(name, model, self.eval_data)
+        """(index, run): the corpus indexed by `model`, and its top k for the evaluation queries
+        (tasks `<name>-encode`, `<name>-index`, `<name>-search`)."""
+        index = self.index(name, model)
         return index, self.search(f"{name}-search", index, model, self.eval_data, k)
 
     def mine(self, run, depth, skip, num_negatives) -> Any:
@@ -200,7 +231,9 @@ class Wiring:
 
     def rerank(self, name: str, model, run, k) -> Any:
         """Task `name`: `model` re-scores the top k of `run` (an evaluation run); the reranked run."""
-        return self.place(name, c.rerank(model=model, run=run, data=self.eval_data, k=k)).outputs["reranked"]
+        return self.place(
+            name, c.rerank(model=model, run=run, corpus=self.corpus, data=self.eval_data, k=k)
+        ).outputs["reranked"]
 
     def evaluate(self, name: str, run, system: str, measures, relevance_level, baseline=None) -> Any:
         """Task `name`: `run`'s measures on the evaluation qrels, as `system` in its table, with

@@ -17,12 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCE_PARAMETERS = {"dataset_uri", "phase1_model", "teacher_model", "student_model", "triples_uri"}
 # The input through which each reading component takes its source's identity.
 IDENTITY_INPUT = {
+    "ingest-corpus": "dataset_identity",
     "ingest": "dataset_identity",
     "backbone": "source_identity",
     "bm25-triples": "triples_identity",
 }
 # Components whose source is a dataset file or folder (the others read backbone sources).
-DATASET_READERS = {"ingest", "bm25-triples"}
+DATASET_READERS = {"ingest-corpus", "ingest", "bm25-triples"}
 # (component, input) pairs that take a source's name as a label only and never read it.
 LABELS = {("export", "teacher_source")}
 
@@ -88,8 +89,8 @@ def test_every_source_reaches_its_stage_with_an_uncached_identity(tmp_path, name
         assert _pipeline_parameter(producer_inputs["source"]) == source, task_name
         kind = producer_inputs["kind"]["runtimeValue"]["constant"]
         assert kind == ("dataset" if component in DATASET_READERS else "backbone"), task_name
-    # ingests + backbones (+ the official triples, read when negatives=triples)
-    expected = {"lead_msmarco": 2 + 3 + 1, "lead_quality": 2 + 2}[name]
+    # ingests (the corpus, two splits) + backbones (+ the official triples, read when negatives=triples)
+    expected = {"lead_msmarco": 3 + 3 + 1, "lead_quality": 3 + 2}[name]
     assert readers == expected
 
 
@@ -137,6 +138,9 @@ def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_pa
     def small(dataset_uri: str) -> Metrics:
         place = TaskPlacer("nvidia.com/gpu", 0, fingerprint="test-data-follows", stages=stages)
         identity = place.identity("identity-dataset", dataset_uri, "dataset")
+        corpus = place(
+            "ingest-corpus", c.ingest_corpus(source=dataset_uri, layout="beir", dataset_identity=identity)
+        ).outputs["corpus"]
         data = place(
             "ingest-eval",
             c.ingest(
@@ -145,11 +149,12 @@ def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_pa
                 split="test",
                 drop_unknown_qrels=False,
                 dataset_identity=identity,
+                corpus=corpus,
             ),
         ).outputs["data"]
-        run = place("bm25", c.bm25(data=data, k=100, negatives="bm25", num_negatives=2, seed=1)).outputs[
-            "run"
-        ]
+        run = place(
+            "bm25", c.bm25(corpus=corpus, data=data, k=100, negatives="bm25", num_negatives=2, seed=1)
+        ).outputs["run"]
         scored = place(
             "evaluate-bm25",
             c.evaluate(run=run, data=data, name="BM25", measures=["nDCG@10"], relevance_level=1),
@@ -174,7 +179,7 @@ def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_pa
         return executed, task.output.metadata["nDCG@10"]
 
     first, ndcg = run_once()
-    assert {"ingest", "bm25", "evaluate", "identity"} <= first
+    assert {"ingest-corpus", "ingest", "bm25", "evaluate", "identity"} <= first
     again, ndcg_again = run_once()
     assert again == {"identity"} and ndcg_again == ndcg  # unchanged data: all but the identity cached
     qrels = dataset / "qrels" / "test.tsv"
@@ -182,4 +187,6 @@ def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_pa
     qrels.write_text("".join(lines[: len(lines) // 2]))
     edited, ndcg_edited = run_once()
     assert {"identity", "ingest", "bm25", "evaluate"} <= edited
+    # only the qrels changed, but the identity covers the whole dataset: the corpus is ingested again
+    assert "ingest-corpus" in edited
     assert ndcg_edited != ndcg  # computed over the new qrels, not served from the cache
