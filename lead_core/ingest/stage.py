@@ -545,6 +545,8 @@ def run(config: Config) -> dict:
         else:
             passages = int(read_metadata(corpus_artifact(Path(config.corpus)))["num_rows"])
         files = _split_files(folder, config.layout, config.split) if config.what != "corpus" else None
+        # the model fitted to streaming the corpus; a split alone holds 8 bytes per passage, so for
+        # what=split it is an upper bound
         check_memory("ingest", passages=passages)
         if files is not None:  # a split's files fail before the (long) corpus read
             qrels = files.read_qrels(files.qrels)
