@@ -7,6 +7,8 @@
           └─▶ distill (LEAD/RD/FD) ─ encode ─ index ─ search(eval) ─ evaluate "student"   │
     teachers (warm, and after joint LEAD) rerank the phase-1 DE's eval top-k ◀─────────────┘ ─ evaluate
     baselines: BM25, the phase-1 DE and the warm student (no distillation) are evaluated too.
+    The corpus both splits share is ingested once (ingest-corpus); the split ingests write only
+    queries and qrels, and every stage that reads passages takes that one corpus artifact.
 
 Usage (after `pip install -e .`, which makes components/, pipelines/ and images/ importable):
     python pipelines/lead_msmarco.py --local [--profile cpu] [--dataset URI] [--workdir DIR]

@@ -2,7 +2,7 @@
 
 The paper's three phases, with the student as its own phase-1 dual encoder:
 
-    ingest(train, eval) ─ backbones ─ the untrained student ─ encode ─ index ─ search(eval)   row "zero-shot"
+    ingest(corpus; train, eval) ─ backbones ─ the untrained student ─ encode ─ index ─ search(eval)   row "zero-shot"
     phase 1: BM25(train) negatives ─ student warm-up ─ encode ─ index ─ search(eval)          row "warm-up"
                                                                   └─ search(train) ─ mine
     phase 2: teacher warm-up on the mined negatives ─ reranks BM25(eval)'s top rerank_k       row "teacher before"
