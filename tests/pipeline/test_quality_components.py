@@ -40,6 +40,7 @@ def test_distill_with_method_none_trains_the_student_without_the_teacher(tmp_pat
         c.distill.python_func(
             groups=_artifact(toy.groups.parent),
             data=_artifact(toy.corpus.parent),
+            corpus=_artifact(toy.corpus.parent),
             student=_artifact(student),
             teacher=_artifact(teacher),
             params={
