@@ -127,11 +127,16 @@ def hard_limit_bytes(files: tuple[str, ...] | None = None) -> int | None:
 def run_rows(path: str | Path) -> int:
     """Rows of a run artifact: the Parquet footer's count, or a TREC file's size over ~40 bytes a line."""
     path = Path(path)
-    if path.suffix == ".parquet" or (path.is_file() and path.open("rb").read(4) == b"PAR1"):
+    if path.suffix == ".parquet" or (path.is_file() and _starts_with(path, b"PAR1")):
         from lead_core.data.schema import read_metadata
 
         return int(read_metadata(path)["num_rows"])
     return path.stat().st_size // TREC_RUN_BYTES_PER_LINE if path.is_file() else 0
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with path.open("rb") as fh:  # closed at once: the check runs before the stage opens the file itself
+        return fh.read(len(magic)) == magic
 
 
 def passages_in_file(path: str | Path) -> int:
