@@ -47,7 +47,7 @@ from lead_core.profiles import MSMARCO, profile
 from pipelines import cli
 from pipelines.local_console import TaskFailed, task_console
 from pipelines.local_docker import DockerSetup
-from pipelines.wiring import Wiring, bm25_branches
+from pipelines.wiring import Wiring
 
 PIPELINE_NAME = "lead-msmarco"
 PHASE1_BM25 = "bm25-train"  # the stage name (prefix) of the phase-1 negatives
@@ -307,21 +307,6 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"lead-msmarco: {err}") from None
 
 
-def executed_tasks(run_dir: Path | None) -> list[str]:
-    """Tasks that ran in one local pipeline run: cache hits create no task folder (and a run whose
-    tasks all came from the cache may create no run folder: `run_dir` None). A dsl.ParallelFor's
-    tasks sit in one `for-loop-<n>-iteration-<i>` folder per iteration (listed once)."""
-    if not (run_dir and run_dir.is_dir()):
-        return []
-    names = set()
-    for folder in (p for p in run_dir.iterdir() if p.is_dir()):
-        if folder.name.startswith("for-loop-"):
-            names.update(p.name for p in folder.iterdir() if p.is_dir())
-        else:
-            names.add(folder.name)
-    return sorted(names)
-
-
 def new_run_dir(pipeline_root: Path, before: set[str]) -> Path | None:
     """The folder kfp.local made under `pipeline_root` for this run (`<pipeline name>-<timestamp>`,
     not among `before`), or None when it made none. Older runs' folders are never this run's."""
@@ -372,24 +357,22 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         if docker:
             docker.refresh()  # the parent run's id and its store, for the containers
         names = {task_name: stage for stage, task_name in stages.items()}
-        with task_console(workdir / "logs", names, verbose=args.verbose) as task_logs:
+        with task_console(workdir / "logs", names, verbose=args.verbose) as console:
             task = pipeline(**values)
         wall = time.time() - start
         rows = metric_rows(task.outputs, values["metrics"])
         run_dir = new_run_dir(pipeline_root, before)
-        executed = executed_tasks(run_dir)
-        by_task = {task_name: stage for stage, task_name in stages.items()}
-        # the phase-1 negatives branch not taken: its stages neither ran nor came from the cache
-        branches = bm25_branches(PHASE1_BM25)
-        skipped = set(branches["retrieval" if values["negatives"] == "triples" else "triples"])
+        # by stage; a stage in neither list was skipped (a dsl.If branch not taken)
+        executed = sorted(s for s, t in stages.items() if console.outcomes.get(t) == "ran")
+        cached = sorted(s for s, t in stages.items() if console.outcomes.get(t) == "cached")
         summary = {
             "profile": args.profile,
             "parameters": values,
             "metrics": rows,
             "run_dir": str(run_dir) if run_dir else None,
-            "executed": sorted(by_task.get(t, t) for t in executed),
-            "cached": sorted(s for s, t in stages.items() if t not in executed and s not in skipped),
-            "skipped": sorted(skipped),
+            "executed": executed,
+            "cached": cached,
+            "skipped": sorted(set(stages) - set(executed) - set(cached)),
             "wall_s": round(wall, 1),
             "tracking_uri": os.environ[TRACKING_URI_ENV],
             "parent_run_id": parent.run_id,
@@ -400,7 +383,7 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
             "images": {"cpu": BASE_IMAGE_CPU, "gpu": docker.images.get(BASE_IMAGE_CUDA, BASE_IMAGE_CUDA)}
             if docker
             else None,
-            "task_logs": str(task_logs) if task_logs else None,
+            "task_logs": str(console.logs) if console.logs else None,
         }
         table = format_table(rows, title="system")
         # Named by system key ("student/nDCG@10"): the compare view's columns.

@@ -295,12 +295,12 @@ def run_local(
     cli.init_local(pipeline_root, workdir / "cache")
     start = time.time()
     names = {task_name: stage for stage, task_name in stages.items()}
-    with task_console(workdir / "logs", names, verbose=verbose) as task_logs:
+    with task_console(workdir / "logs", names, verbose=verbose) as console:
         task = pipeline(**{k: v for k, v in values.items() if k in pipeline.component_spec.inputs})
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}
     return outputs, {
         "wall_s": round(time.time() - start, 1),
-        "task_logs": str(task_logs) if task_logs else None,
+        "task_logs": str(console.logs) if console.logs else None,
     }
 
 

@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -42,6 +43,28 @@ class KfpEvent(NamedTuple):
     kind: str  # "start", "end" or "cached"
     task: str  # the task's name in the pipeline spec ("ingest-2")
     ok: bool = True  # "end": whether the task succeeded
+
+
+_RANK = {"cached": 0, "ran": 1, "failed": 2}  # a name's outcome over several runs (ParallelFor): the worst
+
+
+@dataclass
+class ConsoleRun:
+    """What `task_console` yields: where this run's task logs are and what became of each task."""
+
+    logs: Path | None  # None: verbose (no logs written)
+    # task name -> "cached", "ran" or "failed"; a task of a branch not taken (dsl.If) is absent
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def record(self, event: "KfpEvent") -> None:
+        outcome = {"cached": "cached", "start": "ran", "end": "ran" if event.ok else "failed"}[event.kind]
+        before = self.outcomes.get(event.task)
+        if before is None or _RANK[outcome] >= _RANK[before]:
+            self.outcomes[event.task] = outcome
+
+    def tasks(self, outcome: str) -> list[str]:
+        """The names of the tasks with this outcome."""
+        return sorted(t for t, o in self.outcomes.items() if o == outcome)
 
 
 def kfp_event(message: str) -> KfpEvent | None:
@@ -76,10 +99,11 @@ class _Router(io.TextIOBase):
     """Stands in for sys.stdout / sys.stderr: each complete line goes to the log of the task that the
     writing thread runs, else to pipeline.log; task events print one line each on `console`."""
 
-    def __init__(self, log_dir: Path, console: TextIO, names: Mapping[str, str]):
-        self.log_dir, self.console, self.names = log_dir, console, names
+    def __init__(self, run: ConsoleRun, console: TextIO, names: Mapping[str, str]):
+        self.run, self.console, self.names = run, console, names
+        self.log_dir = run.logs
         self.lock = threading.RLock()
-        self.pipeline_log = (log_dir / "pipeline.log").open("a", encoding="utf-8", buffering=1)
+        self.pipeline_log = (self.log_dir / "pipeline.log").open("a", encoding="utf-8", buffering=1)
         self.current: dict[int, _Task] = {}  # thread id -> task
         self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
         self.width = max((len(n) for n in names.values()), default=0)
@@ -140,6 +164,7 @@ class _Router(io.TextIOBase):
 
     def event(self, event: KfpEvent, at: float, thread: int) -> None:
         with self.lock:
+            self.run.record(event)
             label = self.names.get(event.task, event.task)
             if event.kind == "cached":
                 self._close(thread)
@@ -189,31 +214,49 @@ class _Router(io.TextIOBase):
 class _EventFilter(logging.Filter):
     """Reads kfp.local's task events from records logged on the root logger; drops nothing."""
 
-    def __init__(self, router: _Router):
+    def __init__(self, on_event: Callable[[KfpEvent, float, int], None]):
         super().__init__()
-        self.router = router
+        self.on_event = on_event  # (event, its time, the thread that logged it)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "root" and (event := kfp_event(record.getMessage())):
-            self.router.event(event, record.created, record.thread)
+            self.on_event(event, record.created, record.thread)
         return True
+
+
+@contextlib.contextmanager
+def _task_events(on_event: Callable[[KfpEvent, float, int], None]) -> Iterator[None]:
+    """Calls `on_event` for each task event kfp.local logs meanwhile."""
+    root = logging.getLogger()
+    level, event_filter = root.level, _EventFilter(on_event)
+    if root.getEffectiveLevel() > logging.INFO:  # kfp logs cache hits at INFO, with no handler of its own
+        root.setLevel(logging.INFO)
+    root.addFilter(event_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(event_filter)
+        root.setLevel(level)
 
 
 @contextlib.contextmanager
 def task_console(
     log_dir: Path, names: Mapping[str, str] | None = None, verbose: bool = False
-) -> Iterator[Path | None]:
+) -> Iterator[ConsoleRun]:
     """Run a kfp.local pipeline inside this to get one console line per task (its label: `names`
     maps task names to labels, e.g. stage names; cached or ran, seconds) and its full output in
     `log_dir/<label>.log`; a failed task's line gives its log's path, followed by its last lines.
-    `verbose`: no change at all (kfp.local prints everything, as without this).
+    `verbose`: nothing changes on the console (kfp.local prints everything, as without this).
 
-    Yields the folder of the logs: `log_dir/<local time>`, a new one per run (verbose: None, no
-    logs are written). kfp.local's error
-    for a failed task becomes a `TaskFailed` (a RuntimeError) that names the task and its log.
+    Yields a `ConsoleRun`: its `logs`, the folder of the logs (`log_dir/<local time>`, a new one per
+    run; verbose: None, no logs are written), and its `outcomes`, filled as the tasks end (in both
+    modes). kfp.local's error for a failed task becomes a `TaskFailed` (a RuntimeError) that names
+    the task and its log.
     """
     if verbose:
-        yield None
+        run = ConsoleRun(None)
+        with _task_events(lambda event, at, thread: run.record(event)):
+            yield run
         return
     run_logs = Path(log_dir) / time.strftime("%Y-%m-%d-%H-%M-%S")
     while run_logs.exists():  # two runs in one second
@@ -221,15 +264,15 @@ def task_console(
     run_logs.mkdir(parents=True)
     console = sys.stdout
     print(f"task logs: {run_logs}", file=console, flush=True)
-    router = _Router(run_logs, console, names or {})
-    root = logging.getLogger()
-    level, event_filter = root.level, _EventFilter(router)
-    if root.getEffectiveLevel() > logging.INFO:  # kfp logs cache hits at INFO, with no handler of its own
-        root.setLevel(logging.INFO)
-    root.addFilter(event_filter)
+    run = ConsoleRun(run_logs)
+    router = _Router(run, console, names or {})
     try:
-        with contextlib.redirect_stdout(router), contextlib.redirect_stderr(router):
-            yield run_logs
+        with (
+            _task_events(router.event),
+            contextlib.redirect_stdout(router),
+            contextlib.redirect_stderr(router),
+        ):
+            yield run
     except RuntimeError as err:
         if not router.failed:
             raise
@@ -238,6 +281,4 @@ def task_console(
         router.print_failure(task)
         raise TaskFailed(f"task {task.label} failed; its log: {task.log}") from err
     finally:
-        root.removeFilter(event_filter)
-        root.setLevel(level)
         router.close_all()

@@ -91,8 +91,10 @@ def local_run(request, tmp_path):
 
 def test_quiet_run_prints_one_line_per_task_and_logs_the_full_output(local_run, capsys):
     demo, log_dir = local_run
-    with task_console(log_dir, NAMES) as logs:
+    with task_console(log_dir, NAMES) as run:
         assert demo(text="hello").output == "HELLO"
+    logs = run.logs
+    assert run.outcomes == {"make": "ran", "shout": "ran"}
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[0] == f"task logs: {logs}"
@@ -109,20 +111,22 @@ def test_quiet_run_prints_one_line_per_task_and_logs_the_full_output(local_run, 
     assert "Pipeline 'console-demo' finished with status SUCCESS" in (logs / "pipeline.log").read_text()
     assert "Pipeline 'console-demo'" not in (logs / "shout-stage.log").read_text()
 
-    with task_console(log_dir, NAMES) as logs:  # the same inputs again: both from the cache
+    with task_console(log_dir, NAMES) as run:  # the same inputs again: both from the cache
         demo(text="hello")
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines[1:]] == [["make-stage", "cached"], ["shout-stage", "cached"]]
-    assert sorted(p.name for p in logs.iterdir()) == ["pipeline.log"]
+    assert sorted(p.name for p in run.logs.iterdir()) == ["pipeline.log"]
+    assert run.outcomes == {"make": "cached", "shout": "cached"}
 
 
 def test_a_failed_task_prints_its_log_path_and_last_lines(local_run, capsys):
     demo, log_dir = local_run
-    with pytest.raises(TaskFailed) as failed, task_console(log_dir, NAMES) as logs:
+    with pytest.raises(TaskFailed) as failed, task_console(log_dir, NAMES) as run:
         demo(text="hello", fail=True)
+    assert run.outcomes == {"make": "failed"}  # shout never started
     out = capsys.readouterr().out
     lines = out.splitlines()
-    log = logs / "make-stage.log"
+    log = run.logs / "make-stage.log"
     assert str(failed.value) == f"task make-stage failed; its log: {log}"
     assert re.fullmatch(rf"make-stage +FAILED +\d+\.\d s  full log: {re.escape(str(log))}", lines[1])
     assert lines[2] == "make-stage failed; its last lines:"  # printed when the run has ended
@@ -169,11 +173,15 @@ def test_the_cli_with_verbose_prints_what_kfp_prints_and_its_error(tmp_path):
 
 def test_verbose_prints_what_kfp_prints(local_run, capsys):
     demo, log_dir = local_run
-    with task_console(log_dir, NAMES, verbose=True):
+    with task_console(log_dir, NAMES, verbose=True) as run:
         demo(text="loud")
     out = capsys.readouterr().out
     assert "Got executor_input" in out and "make line 29" in out and "shout says LOUD" in out
-    assert not log_dir.exists()  # no logs written
+    assert not log_dir.exists() and run.logs is None  # no logs written
+    assert run.outcomes == {"make": "ran", "shout": "ran"}  # still known (the run's summary)
+    with task_console(log_dir, NAMES, verbose=True) as run:
+        demo(text="loud")
+    assert run.outcomes == {"make": "cached", "shout": "cached"}
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -195,8 +203,10 @@ def loop():
 def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
     """ParallelFor runs its iterations in threads of this process, all named "echo"."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    with task_console(tmp_path / "logs") as logs:
+    with task_console(tmp_path / "logs") as run:
         loop()
+    logs = run.logs
+    assert run.outcomes == {"echo": "ran"}  # one name for the three iterations
     lines = capsys.readouterr().out.splitlines()[1:]
     assert sorted(line.split()[:2] for line in lines) == [
         ["echo", "ran"],
@@ -212,6 +222,22 @@ def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
         assert len(found) == 1 and len(re.findall(r"item \d line \d", log)) == 5, (name, log)
         items += found
     assert sorted(items) == ["1", "2", "3"]
+
+
+@dsl.pipeline(name="console-branch")
+def branch(flag: str):
+    with dsl.If(flag == "a"):
+        echo(item=1)
+    with dsl.Else():
+        echo(item=2)
+
+
+def test_a_branch_not_taken_has_no_outcome(tmp_path, capsys):
+    """What the pipeline summary's "skipped" list is: the tasks of a dsl.If branch not taken."""
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    with task_console(tmp_path / "logs") as run:
+        branch(flag="b")
+    assert run.outcomes == {"echo-2": "ran"}
 
 
 @pytest.mark.parametrize(

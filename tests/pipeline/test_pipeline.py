@@ -14,6 +14,7 @@ from kfp import compiler
 import components
 from lead_core.profiles import MSMARCO, PARAMETERS, PROFILES, profile
 from pipelines import lead_msmarco
+from pipelines.local_console import task_console
 from tests.pipeline.compiled import executor_tasks
 from tests.pipeline.smoke import run_smoke
 
@@ -151,6 +152,8 @@ def test_smoke_profile_runs_locally_a_changed_tau_l_reruns_only_distill_and_afte
     # BM25 on real SciFact text finds judged documents; random tiny models are far worse.
     assert first["metrics"]["BM25"]["nDCG@10"] > 0.3
     assert not first["cached"], first["cached"]  # a fresh workdir: everything executed
+    # ... but the branch of the negatives not taken (BM25 retrieval, not the official triples)
+    assert first["skipped"] == ["bm25-train-triples", "identity-triples"], first["skipped"]
     assert first["parent_run_id"]  # tracked (on the fixture's mlflow server)
 
     second = smoke_runs.second  # the same with --set tau_l=5
@@ -215,9 +218,9 @@ def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):
     once(marker=str(marker))  # executes: the failure was not cached
     runs = sorted(root.iterdir())
     assert len(runs) == 2 and (runs[1] / "flaky" / "out").read_text() == "done"
-    once(marker=str(marker))  # now a cache hit: no task folder in the third run
-    third = sorted(set(root.iterdir()) - set(runs))
-    assert third == [] or lead_msmarco.executed_tasks(third[0]) == []
+    with task_console(tmp_path / "logs") as third:
+        once(marker=str(marker))  # now a cache hit
+    assert third.outcomes == {"flaky": "cached"}
 
 
 def test_metric_table_columns_follow_the_metrics_parameter_whatever_order_kfp_returns():
