@@ -56,15 +56,11 @@ class ConsoleRun:
     # task name -> "cached", "ran" or "failed"; a task of a branch not taken (dsl.If) is absent
     outcomes: dict[str, str] = field(default_factory=dict)
 
-    def record(self, event: "KfpEvent") -> None:
+    def record(self, event: KfpEvent) -> None:
         outcome = {"cached": "cached", "start": "ran", "end": "ran" if event.ok else "failed"}[event.kind]
         before = self.outcomes.get(event.task)
         if before is None or _RANK[outcome] >= _RANK[before]:
             self.outcomes[event.task] = outcome
-
-    def tasks(self, outcome: str) -> list[str]:
-        """The names of the tasks with this outcome."""
-        return sorted(t for t, o in self.outcomes.items() if o == outcome)
 
 
 def kfp_event(message: str) -> KfpEvent | None:
@@ -249,9 +245,9 @@ def task_console(
     `verbose`: nothing changes on the console (kfp.local prints everything, as without this).
 
     Yields a `ConsoleRun`: its `logs`, the folder of the logs (`log_dir/<local time>`, a new one per
-    run; verbose: None, no logs are written), and its `outcomes`, filled as the tasks end (in both
-    modes). kfp.local's error for a failed task becomes a `TaskFailed` (a RuntimeError) that names
-    the task and its log.
+    run; verbose: None, no logs are written), and its `outcomes`, filled as tasks start, end or
+    come from the cache (in both modes). kfp.local's error for a failed task becomes a
+    `TaskFailed` (a RuntimeError) that names the task and its log.
     """
     if verbose:
         run = ConsoleRun(None)
