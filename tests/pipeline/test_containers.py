@@ -41,7 +41,9 @@ def _missing(reason: str):
 def client():
     docker = pytest.importorskip("docker")
     try:
-        engine = docker.from_env()
+        # a long read timeout: exporting the 2.25 GB image (`docker save`) sent its first bytes after
+        # more than the SDK's default 60 s on the loaded 2-core CI machine
+        engine = docker.from_env(timeout=600)
         engine.ping()
     except docker.errors.DockerException as err:
         _missing(f"no container engine reachable: {' '.join(str(err).split())[:200]}")
