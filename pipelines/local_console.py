@@ -97,9 +97,8 @@ class _Router(io.TextIOBase):
 
     def __init__(self, run: ConsoleRun, console: TextIO, names: Mapping[str, str]):
         self.run, self.console, self.names = run, console, names
-        self.log_dir = run.logs
         self.lock = threading.RLock()
-        self.pipeline_log = (self.log_dir / "pipeline.log").open("a", encoding="utf-8", buffering=1)
+        self.pipeline_log = (run.logs / "pipeline.log").open("a", encoding="utf-8", buffering=1)
         self.current: dict[int, _Task] = {}  # thread id -> task
         self.partial: dict[int, str] = {}  # thread id -> text written since its last newline
         self.width = max((len(n) for n in names.values()), default=0)
@@ -146,10 +145,10 @@ class _Router(io.TextIOBase):
 
     def _log_path(self, label: str) -> Path:
         """`<label>.log`, or `<label>.<n>.log` for a task that runs again (ParallelFor iterations)."""
-        path, n = self.log_dir / f"{label}.log", 1
+        path, n = self.run.logs / f"{label}.log", 1
         while path.exists():
             n += 1
-            path = self.log_dir / f"{label}.{n}.log"
+            path = self.run.logs / f"{label}.{n}.log"
         return path
 
     def _say(self, label: str, what: str) -> None:

@@ -19,16 +19,6 @@ import components as c
 from components.placement import TaskPlacer
 
 
-def bm25_branches(name: str) -> dict[str, tuple[str, ...]]:
-    """The stages of `Wiring.bm25_groups(name, ...)` in each branch of its dsl.If on `negatives`:
-    "triples" runs when negatives == "triples", "retrieval" otherwise (the other branch's stages are
-    skipped, neither run nor served from the cache)."""
-    return {
-        "triples": ("identity-triples", f"{name}-triples"),
-        "retrieval": (f"{name}-index", f"{name}-shard", f"{name}-merge"),
-    }
-
-
 class Wiring:
     """The shared stages of a pipeline over one dataset, placed through `place`.
 
@@ -123,11 +113,10 @@ class Wiring:
         (dsl.ParallelFor), `<name>-merge` writing what one bm25 task writes. The branch that ran
         returns its groups' URI and `<name>-groups` imports it (kfp.local resolves dsl.OneOf over
         parameters, not over artifacts)."""
-        branch = bm25_branches(name)
         with dsl.If(negatives == "triples"):
-            identity = self.place.identity(branch["triples"][0], triples_uri, "dataset")
+            identity = self.place.identity("identity-triples", triples_uri, "dataset")
             official = self.place(
-                branch["triples"][1],
+                f"{name}-triples",
                 c.bm25_triples(
                     corpus=self.corpus,
                     data=data,
@@ -138,11 +127,11 @@ class Wiring:
             ).outputs["Output"]
         with dsl.Else():
             index = self.place(
-                branch["retrieval"][0], c.bm25_index(corpus=self.corpus, data=data, num_shards=shards)
+                f"{name}-index", c.bm25_index(corpus=self.corpus, data=data, num_shards=shards)
             )
             with dsl.ParallelFor(items=index.outputs["Output"]) as shard:
                 part = self.place(
-                    branch["retrieval"][1],
+                    f"{name}-shard",
                     c.bm25_shard(
                         corpus=self.corpus,
                         data=data,
@@ -155,7 +144,7 @@ class Wiring:
                     ),
                 )
             retrieved = self.place(
-                branch["retrieval"][2],
+                f"{name}-merge",
                 c.bm25_merge(
                     corpus=self.corpus,
                     data=data,
