@@ -47,7 +47,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--k", type=int, default=1000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bm25-backends-"))
+    with tempfile.TemporaryDirectory(prefix="bm25-backends-") as tmp:
+        measure(Path(tmp), args)
+
+
+def measure(work: Path, args: argparse.Namespace) -> None:
+    """Ingest, index and time under `work` (a scratch folder), one JSON line per backend and thread count."""
     texts: list[str] = []
     for split in ("train", "test"):
         out = work / split

@@ -46,12 +46,17 @@ def dataset_argument(text: str) -> str:
 def init_local(pipeline_root: Path, cache_root: Path, runner: Any = None) -> None:
     """kfp.local for the next pipeline call: caching on (entries under `cache_root`), artifacts
     under `pipeline_root`, a failed task raises. `runner`: by default each task in a subprocess
-    of this Python (nothing pip-installed: the installed project is what tasks import)."""
+    of this Python (nothing pip-installed: the installed project is what tasks import). kfp's
+    workspace goes beside `pipeline_root` (kfp.local would otherwise leave a new folder in /tmp on
+    every run)."""
     from kfp import local
 
+    workspace = pipeline_root.parent / "kfp-workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
     local.init(
         runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
+        workspace_root=str(workspace),
         enable_caching=True,
         cache_root=str(cache_root),
         raise_on_error=True,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
 from lead_core import ingest
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="lead-bm25-tests-"))
+# Shared by every test of the session (functools.cache below), so removed when the session ends.
+atexit.register(shutil.rmtree, _WORKDIR, ignore_errors=True)
 
 
 def _paths(out: Path) -> dict[str, Path]:

@@ -82,6 +82,7 @@ def local_run(request, tmp_path):
     local.init(
         runner=runner,
         pipeline_root=str(tmp_path / "root"),
+        workspace_root=str(tmp_path / "workspace"),
         enable_caching=True,
         cache_root=str(tmp_path / "cache"),
         raise_on_error=True,
@@ -202,7 +203,11 @@ def loop():
 
 def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
     """ParallelFor runs its iterations in threads of this process, all named "echo"."""
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        workspace_root=str(tmp_path / "workspace"),
+    )
     with task_console(tmp_path / "logs") as run:
         loop()
     logs = run.logs
@@ -234,7 +239,11 @@ def branch(flag: str):
 
 def test_a_branch_not_taken_has_no_outcome(tmp_path, capsys):
     """What the pipeline summary's "skipped" list is: the tasks of a dsl.If branch not taken."""
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        workspace_root=str(tmp_path / "workspace"),
+    )
     with task_console(tmp_path / "logs") as run:
         branch(flag="b")
     assert run.outcomes == {"echo-2": "ran"}
