@@ -9,6 +9,7 @@ its built-in defaults.)
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,17 @@ def init_local(pipeline_root: Path, cache_root: Path, runner: Any = None) -> Non
     """kfp.local for the next pipeline call: caching on (entries under `cache_root`), artifacts
     under `pipeline_root`, a failed task raises. `runner`: by default each task in a subprocess
     of this Python (nothing pip-installed: the installed project is what tasks import). kfp's
-    workspace goes beside `pipeline_root` (kfp.local would otherwise leave a new folder in /tmp on
-    every run)."""
+    workspace and the tasks' TMPDIR go beside `pipeline_root`: both would otherwise leave new
+    folders in /tmp on every run."""
     from kfp import local
 
     workspace = pipeline_root.parent / "kfp-workspace"
     workspace.mkdir(parents=True, exist_ok=True)
+    # kfp's command for Python components writes each task's program to `mktemp -d` and never
+    # removes it: the tasks (subprocesses of this one) get a TMPDIR inside the workdir instead of /tmp.
+    scratch = pipeline_root.parent / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(scratch)
     local.init(
         runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),

@@ -20,6 +20,21 @@ def datasets_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _children_tmpdir(tmp_path_factory):
+    """TMPDIR of every subprocess the tests start, inside the session's temporary folder: kfp's
+    command for Python components (`mktemp -d` per task) and torchrun leave folders behind, which
+    pytest then removes with the session's folder instead of piling up in /tmp."""
+    scratch = tmp_path_factory.mktemp("children-tmp")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     return datasets_root()
