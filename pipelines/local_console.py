@@ -12,6 +12,7 @@ wording of kfp's messages is kfp's: it is matched here alone (`kfp_event`, `_RUL
 tests/pipeline/test_local_console.py fails if it changes.
 """
 
+import builtins
 import contextlib
 import io
 import logging
@@ -248,11 +249,32 @@ def task_console(
     come from the cache (in both modes). kfp.local's error for a failed task becomes a
     `TaskFailed` (a RuntimeError) that names the task and its log.
     """
-    if verbose:
-        run = ConsoleRun(None)
-        with _task_events(lambda event, at, thread: run.record(event)):
-            yield run
-        return
+    with _print_restored():
+        if verbose:
+            run = ConsoleRun(None)
+            with _task_events(lambda event, at, thread: run.record(event)):
+                yield run
+        else:
+            with _quiet(log_dir, names or {}) as run:
+                yield run
+
+
+@contextlib.contextmanager
+def _print_restored() -> Iterator[None]:
+    """`builtins.print` as it was, after the block. kfp.local swaps it for an indenting print around
+    each task and then puts back the one it found; ParallelFor iterations (threads) find and put
+    back each other's, so one indenting print can outlive the run (numba's import then fails on it:
+    it registers `print` by its name, which kfp's function does not have)."""
+    original = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = original
+
+
+@contextlib.contextmanager
+def _quiet(log_dir: Path, names: Mapping[str, str]) -> Iterator[ConsoleRun]:
+    """task_console without `verbose`."""
     run_logs = Path(log_dir) / time.strftime("%Y-%m-%d-%H-%M-%S")
     while run_logs.exists():  # two runs in one second
         run_logs = run_logs.with_name(run_logs.name + "-1")
@@ -260,7 +282,7 @@ def task_console(
     console = sys.stdout
     print(f"task logs: {run_logs}", file=console, flush=True)
     run = ConsoleRun(run_logs)
-    router = _Router(run, console, names or {})
+    router = _Router(run, console, names)
     try:
         with (
             _task_events(router.event),

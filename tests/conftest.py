@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,17 +23,19 @@ def datasets_root() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _children_tmpdir(tmp_path_factory):
-    """TMPDIR of every subprocess the tests start, inside the session's temporary folder: kfp's
-    command for Python components (`mktemp -d` per task) and torchrun leave folders behind, which
-    pytest then removes with the session's folder instead of piling up in /tmp."""
+    """The temporary folder of the tests' subprocesses (TMPDIR) and of this process (`tempfile`)
+    inside the session's: kfp's command for Python components (`mktemp -d` per task) and torch's
+    elastic launcher leave folders behind, which pytest then removes with the session's folder
+    instead of piling up in /tmp."""
     scratch = tmp_path_factory.mktemp("children-tmp")
-    before = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(scratch)
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
     yield
-    if before is None:
+    if before[0] is None:
         os.environ.pop("TMPDIR", None)
     else:
-        os.environ["TMPDIR"] = before
+        os.environ["TMPDIR"] = before[0]
+    tempfile.tempdir = before[1]
 
 
 @pytest.fixture(scope="session")

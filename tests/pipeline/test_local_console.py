@@ -3,6 +3,7 @@ kfp.local's SubprocessRunner (and DockerRunner, where an engine and the CPU imag
 line per task, full output in per-task log files, a failed task's log path and last lines, everything
 as before with verbose. It also fails if kfp.local rewords the messages the console reads."""
 
+import builtins
 import os
 import re
 import subprocess
@@ -199,6 +200,19 @@ def echo(item: int) -> int:
 def loop():
     with dsl.ParallelFor(items=[1, 2, 3]) as item:
         echo(item=item)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_print_is_the_builtin_it_was_after_the_run(tmp_path, verbose):
+    """ParallelFor iterations, in threads, can leave kfp's indenting print in builtins (each puts
+    back the print it found, which may be another's); numba's import then fails in this process."""
+    original = builtins.print
+    try:
+        with task_console(tmp_path / "logs", verbose=verbose):
+            builtins.print = lambda *args, **kwargs: None  # what the threads' race leaves behind
+        assert builtins.print is original
+    finally:
+        builtins.print = original
 
 
 def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
