@@ -9,7 +9,9 @@ its built-in defaults.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +50,11 @@ def init_local(pipeline_root: Path, cache_root: Path, runner: Any = None) -> Non
     """kfp.local for the next pipeline call: caching on (entries under `cache_root`), artifacts
     under `pipeline_root`, a failed task raises. `runner`: by default each task in a subprocess
     of this Python (nothing pip-installed: the installed project is what tasks import). kfp's
-    workspace and the tasks' TMPDIR go beside `pipeline_root`: both would otherwise leave new
-    folders in /tmp on every run."""
+    workspace goes beside `pipeline_root` (kfp.local would otherwise make a new one in /tmp)."""
     from kfp import local
 
     workspace = pipeline_root.parent / "kfp-workspace"
     workspace.mkdir(parents=True, exist_ok=True)
-    # kfp's command for Python components writes each task's program to `mktemp -d` and never
-    # removes it: the tasks (subprocesses of this one) get a TMPDIR inside the workdir instead of /tmp.
-    scratch = pipeline_root.parent / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(scratch)
     local.init(
         runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
@@ -67,6 +63,23 @@ def init_local(pipeline_root: Path, cache_root: Path, runner: Any = None) -> Non
         cache_root=str(cache_root),
         raise_on_error=True,
     )
+
+
+@contextlib.contextmanager
+def tasks_tmpdir(folder: Path) -> Iterator[None]:
+    """TMPDIR is `folder` for the tasks (subprocesses) started in the block, as it was after it.
+    kfp's command for Python components writes each task's program to `mktemp -d` and never
+    removes it: in the workdir, not in /tmp."""
+    folder.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
 
 
 def compile_or_submit(

@@ -357,7 +357,10 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
         if docker:
             docker.refresh()  # the parent run's id and its store, for the containers
         names = {task_name: stage for stage, task_name in stages.items()}
-        with task_console(workdir / "logs", names, verbose=args.verbose) as console:
+        with (
+            cli.tasks_tmpdir(workdir / "tmp"),
+            task_console(workdir / "logs", names, args.verbose) as console,
+        ):
             task = pipeline(**values)
         wall = time.time() - start
         rows = metric_rows(task.outputs, values["metrics"])

@@ -295,7 +295,7 @@ def run_local(
     cli.init_local(pipeline_root, workdir / "cache")
     start = time.time()
     names = {task_name: stage for stage, task_name in stages.items()}
-    with task_console(workdir / "logs", names, verbose=verbose) as console:
+    with cli.tasks_tmpdir(workdir / "tmp"), task_console(workdir / "logs", names, verbose) as console:
         task = pipeline(**{k: v for k, v in values.items() if k in pipeline.component_spec.inputs})
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}
     return outputs, {

@@ -14,6 +14,7 @@ import pytest
 from kfp import dsl, local
 from kfp.dsl import Dataset, Input, Output
 
+from pipelines import cli
 from pipelines.local_console import TaskFailed, kfp_event, task_console
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,3 +312,20 @@ def test_after_the_run_writes_follow_the_current_stderr(tmp_path, monkeypatch):
     stand_in.write("a later line\n")
     stand_in.flush()
     assert later.getvalue() == "a later line\n"
+
+
+def test_the_tasks_temporary_folders_go_to_the_workdir_and_tmpdir_is_restored(tmp_path, monkeypatch):
+    """kfp's command for Python components leaves a `mktemp -d` folder per task: under the run's
+    folder, and TMPDIR as it was after the run (a later test's subprocesses, chromium among them,
+    failed when a run's TMPDIR outlived the folder)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        workspace_root=str(tmp_path / "workspace"),
+    )
+    with cli.tasks_tmpdir(tmp_path / "work" / "tmp"):
+        branch(flag="b")
+    assert os.environ["TMPDIR"] == str(tmp_path)
+    assert [p.name for p in (tmp_path / "work" / "tmp").glob("*/*")] == ["ephemeral_component.py"]
+    assert not list(tmp_path.glob("tmp.*"))
