@@ -27,15 +27,11 @@ def _children_tmpdir(tmp_path_factory):
     inside the session's: kfp's command for Python components (`mktemp -d` per task) and torch's
     elastic launcher leave folders behind, which pytest then removes with the session's folder
     instead of piling up in /tmp."""
-    scratch = tmp_path_factory.mktemp("children-tmp")
-    before = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
-    yield
-    if before[0] is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = before[0]
-    tempfile.tempdir = before[1]
+    scratch = str(tmp_path_factory.mktemp("children-tmp"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", scratch)
+        patch.setattr(tempfile, "tempdir", scratch)
+        yield
 
 
 @pytest.fixture(scope="session")

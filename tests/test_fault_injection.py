@@ -267,7 +267,6 @@ def test_kfp_local_caches_no_entry_for_a_killed_task(tmp_path):
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(tmp_path / "root"),
-        workspace_root=str(tmp_path / "workspace"),
         enable_caching=True,
         cache_root=str(cache),
     )

@@ -157,7 +157,6 @@ def test_kfp_local_reruns_ingest_and_after_when_the_data_changes_in_place(tmp_pa
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
-        workspace_root=str(tmp_path / "workspace"),
         enable_caching=True,
         cache_root=str(tmp_path / "cache"),
         raise_on_error=True,

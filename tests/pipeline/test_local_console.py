@@ -84,7 +84,6 @@ def local_run(request, tmp_path):
     local.init(
         runner=runner,
         pipeline_root=str(tmp_path / "root"),
-        workspace_root=str(tmp_path / "workspace"),
         enable_caching=True,
         cache_root=str(tmp_path / "cache"),
         raise_on_error=True,
@@ -218,11 +217,7 @@ def test_print_is_the_builtin_it_was_after_the_run(tmp_path, verbose):
 
 def test_parallel_iterations_each_get_their_own_log_and_line(tmp_path, capsys):
     """ParallelFor runs its iterations in threads of this process, all named "echo"."""
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "root"),
-        workspace_root=str(tmp_path / "workspace"),
-    )
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     with task_console(tmp_path / "logs") as run:
         loop()
     logs = run.logs
@@ -254,11 +249,7 @@ def branch(flag: str):
 
 def test_a_branch_not_taken_has_no_outcome(tmp_path, capsys):
     """What the pipeline summary's "skipped" list is: the tasks of a dsl.If branch not taken."""
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "root"),
-        workspace_root=str(tmp_path / "workspace"),
-    )
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     with task_console(tmp_path / "logs") as run:
         branch(flag="b")
     assert run.outcomes == {"echo-2": "ran"}
@@ -319,11 +310,7 @@ def test_the_tasks_temporary_folders_go_to_the_workdir_and_tmpdir_is_restored(tm
     folder, and TMPDIR as it was after the run (a later test's subprocesses, chromium among them,
     failed when a run's TMPDIR outlived the folder)."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "root"),
-        workspace_root=str(tmp_path / "workspace"),
-    )
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     with cli.tasks_tmpdir(tmp_path / "work" / "tmp"):
         branch(flag="b")
     assert os.environ["TMPDIR"] == str(tmp_path)

@@ -209,7 +209,6 @@ def test_a_failed_task_is_never_served_from_the_local_cache(tmp_path):
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
-        workspace_root=str(tmp_path / "workspace"),
         enable_caching=True,
         cache_root=str(tmp_path / "cache"),
     )
